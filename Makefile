@@ -1,0 +1,58 @@
+# recdistill-dagster: two commands set everything up on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PROFILE ?= demo
+RECDISTILL_HOME ?= $(CURDIR)/.state/$(PROFILE)
+UI_PORT ?= 3000
+MLFLOW_PORT ?= 5000
+TORCH_VERSION := 2.13.0
+
+export RECDISTILL_PROFILE := $(PROFILE)
+export RECDISTILL_HOME
+export DAGSTER_HOME ?= $(RECDISTILL_HOME)/dagster
+export MPLCONFIGDIR ?= $(CURDIR)/.state/.matplotlib
+
+.PHONY: install run test test-slow test-movielens lint validate ui mlflow-ui movielens clean-state
+
+# torch first, pinned: it takes the local CPU wheel; the project's range then installs nothing more.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install  ## materialize the whole graph for $(PROFILE) in date order and print the summary
+	$(PY) -m recdistill_dagster run --profile $(PROFILE)
+
+movielens: install  ## the same graph on MovieLens 100K (3 streaming days)
+	$(MAKE) run PROFILE=movielens
+
+test: install  ## unit + integration tests (tiny profile through Dagster)
+	$(PY) -m pytest -q
+
+test-slow: install  ## slower end-to-end scenarios
+	$(PY) -m pytest -q -m slow
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+validate: install  ## dagster's own check of the code location
+	$(PY) -c "from recdistill_dagster.home import ensure_dagster_home, state_home; ensure_dagster_home(state_home())"
+	$(VENV)/bin/dagster definitions validate -w workspace.yaml
+
+ui: install  ## the Dagster UI (webserver + daemon) on 127.0.0.1
+	$(PY) -c "from recdistill_dagster.home import ensure_dagster_home, state_home; ensure_dagster_home(state_home())"
+	$(VENV)/bin/dagster dev -h 127.0.0.1 -p $(UI_PORT) -w workspace.yaml
+
+mlflow-ui: install  ## the MLflow UI over the SQLite tracking store, one worker, on 127.0.0.1
+	mkdir -p $(RECDISTILL_HOME)/mlflow
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server --host 127.0.0.1 --port $(MLFLOW_PORT) \
+		--workers 1 --backend-store-uri sqlite:///$(RECDISTILL_HOME)/mlflow/mlflow.db
+
+clean-state:  ## delete the state folder of $(PROFILE)
+	rm -rf $(RECDISTILL_HOME)

@@ -1,0 +1,90 @@
+"""Transferability report: progressive validation of teacher, baseline and distilled student."""
+
+from dagster import AssetDep, AssetExecutionContext, MaterializeResult, MetadataValue, asset
+
+from assets.common import GROUP_EVALUATION, OWNERS, mlflow_tags, partition_day
+from recdistill_dagster import layout
+from recdistill_dagster.partitions import NEXT_DAY, PREVIOUS_DAY, SAME_DAY, PipelinePartitions
+from recdistill_dagster.reporting import plot_transferability, report_markdown
+from recdistill_dagster.steps import evaluate_partition, report_history
+from resources import ArtifactStore, MlflowTracking, PipelineSettings, RecDataSource
+
+METRIC_KEYS = ("teacher_auc", "student_raw_auc", "student_distill_auc", "student_aux_auc", "bayes_auc",
+               "teacher_gain", "distill_gain", "eta", "n_eval")
+
+
+def build_evaluation_assets(partitions: PipelinePartitions) -> list:
+    @asset(
+        name="transferability_report",
+        partitions_def=partitions.training,
+        deps=[
+            AssetDep("teacher_checkpoint", partition_mapping=SAME_DAY),
+            AssetDep("student_checkpoint", partition_mapping=SAME_DAY),
+            AssetDep("student_baseline_checkpoint", partition_mapping=SAME_DAY),
+            AssetDep("eval_samples", partition_mapping=NEXT_DAY),
+            AssetDep("transferability_report", partition_mapping=PREVIOUS_DAY),
+        ],
+        group_name=GROUP_EVALUATION,
+        kinds={"polars", "mlflow"},
+        owners=OWNERS,
+        description=(
+            "Progressive validation on the next day's unsampled log: AUC/LogLoss of teacher, baseline and "
+            "distilled student (main and aux tower), the Bayes limit, teacher gain, distillation gain and "
+            "transferability η with paired-bootstrap 95% intervals, for the day and cumulated."
+        ),
+    )
+    def transferability_report(context: AssetExecutionContext, settings: PipelineSettings,
+                               store: ArtifactStore, tracking: MlflowTracking,
+                               data_source: RecDataSource) -> MaterializeResult:
+        config = settings.config()
+        day = partition_day(context)
+        result = evaluate_partition(config, store, data_source.source().vocab(), day)
+        report = result.report
+        png = plot_transferability(report_history(config, store, day))
+        plot_url = store.write_bytes(layout.report_path(day, "transferability.png"), png)
+        markdown = report_markdown(report, png)
+        with tracking.start_run(run_name=f"report {day}", tags=mlflow_tags(context, "report")) as run:
+            run.log_params({"role": "report", "partition": context.partition_key, "profile": config.profile,
+                            "eval_day": report["eval_day"], "eval": config.eval.model_dump(mode="json")})
+            run.log_metrics({k: report[k] for k in METRIC_KEYS if report.get(k) is not None})
+            run.log_metrics({f"cumulative_{k}": report["cumulative"][k] for k in METRIC_KEYS
+                             if report["cumulative"].get(k) is not None})
+            run.log_json("transferability.json", report)
+            run.log_bytes("transferability.png", png)
+            run.log_bytes("transferability.md", report_markdown(report).encode())
+        context.log.info(
+            f"report {day}: teacher {report['teacher_auc']:.4f}, raw {report['student_raw_auc']:.4f}, "
+            f"distilled {report['student_distill_auc']:.4f}, eta {report['eta']}, cumulative eta "
+            f"{report['cumulative']['eta']}"
+        )
+
+        def number(value: float | None) -> MetadataValue | None:
+            return MetadataValue.float(float(value)) if value is not None else None
+
+        cumulative = report["cumulative"]
+        return MaterializeResult(
+            metadata={
+                "eta": number(report["eta"]),
+                "eta_ci": MetadataValue.json(report["eta_ci"]),
+                "teacher_gain": number(report["teacher_gain"]),
+                "teacher_gain_ci": MetadataValue.json(report["teacher_gain_ci"]),
+                "distill_gain": number(report["distill_gain"]),
+                "teacher_auc": number(report["teacher_auc"]),
+                "student_raw_auc": number(report["student_raw_auc"]),
+                "student_distill_auc": number(report["student_distill_auc"]),
+                "student_aux_auc": number(report["student_aux_auc"]),
+                "bayes_auc": number(report["bayes_auc"]),
+                "cumulative_eta": number(cumulative["eta"]),
+                "cumulative_eta_ci": MetadataValue.json(cumulative["eta_ci"]),
+                "cumulative_teacher_gain": number(cumulative["teacher_gain"]),
+                "n_eval": report["n_eval"],
+                "eval_day": report["eval_day"],
+                "snapshots": MetadataValue.json(report["snapshots"]),
+                "mlflow_run_id": run.run_id,
+                "report_path": MetadataValue.path(result.report_url),
+                "plot_path": MetadataValue.path(plot_url),
+                "summary": MetadataValue.md(markdown),
+            },
+        )
+
+    return [transferability_report]

@@ -1,0 +1,123 @@
+"""Command line: run the whole pipeline in date order, or print the summary of what ran.
+
+    python -m recdistill_dagster run --profile demo
+    python -m recdistill_dagster summary --profile demo
+
+Runs go through Dagster (`execute_in_process` on the instance under DAGSTER_HOME), so every
+materialization is in the event log and visible in `dagster dev` afterwards.
+"""
+
+import argparse
+import os
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from recdistill_dagster.config import ConfigError, PipelineConfig, load_config
+from recdistill_dagster.home import active_profile, ensure_dagster_home, mlflow_tracking_uri, state_home
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "   n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _fmt_ci(ci: list[float] | None) -> str:
+    return "n/a" if ci is None else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def summary_table(reports: list[dict[str, Any]]) -> str:
+    header = (f"{'day':<10}  {'teacher':>7}  {'raw':>7}  {'distill':>7}  {'aux':>7}  {'bayes':>7}  "
+              f"{'T gain':>7}  {'eta':>6}  {'eta 95% CI':<14}  {'cum eta':>7}  {'cum CI':<14}")
+    lines = [header, "-" * len(header)]
+    for r in reports:
+        c = r["cumulative"]
+        lines.append(
+            f"{r['day']:<10}  {_fmt(r['teacher_auc']):>7}  {_fmt(r['student_raw_auc']):>7}  "
+            f"{_fmt(r['student_distill_auc']):>7}  {_fmt(r['student_aux_auc']):>7}  {_fmt(r['bayes_auc']):>7}  "
+            f"{_fmt(r['teacher_gain']):>7}  {_fmt(r['eta'], 2):>6}  {_fmt_ci(r['eta_ci']):<14}  "
+            f"{_fmt(c['eta'], 2):>7}  {_fmt_ci(c['eta_ci']):<14}"
+        )
+    if reports:
+        last = reports[-1]["cumulative"]
+        lines.append("")
+        lines.append(
+            f"cumulative over {len(last['days'])} report day(s), {last['n_eval']:,} evaluation rows: "
+            f"teacher gain {_fmt(last['teacher_gain'])} {_fmt_ci(last['teacher_gain_ci'])}, "
+            f"distillation gain {_fmt(last['distill_gain'])} {_fmt_ci(last['distill_gain_ci'])}, "
+            f"eta {_fmt(last['eta'], 3)} {_fmt_ci(last['eta_ci'])}"
+            + (f" ({last['eta_note']})" if last.get("eta_note") else "")
+        )
+    return "\n".join(lines)
+
+
+def _load_reports(config: PipelineConfig, home: Path) -> list[dict[str, Any]]:
+    from recdistill_dagster.home import store_url
+    from recdistill_dagster.steps import report_history
+    from resources import ArtifactStore
+
+    return report_history(config, ArtifactStore(base_url=store_url(home)), config.calendar.last_training_day)
+
+
+def run_pipeline(profile: str, config_file: str | None, until: date | None = None) -> int:
+    started = time.monotonic()
+    home = state_home(profile)
+    dagster_home = ensure_dagster_home(home)
+    config = load_config(profile, config_file)
+    os.environ.setdefault("RECDISTILL_PROFILE", profile)
+
+    from dagster import DagsterInstance
+
+    from recdistill_dagster.definitions import DAILY_TRAINING_JOB, SAMPLE_STREAMS_JOB, build_definitions
+
+    defs = build_definitions(profile, home, config_file)
+    instance = DagsterInstance.get()
+    data_job = defs.resolve_job_def(SAMPLE_STREAMS_JOB)
+    training_job = defs.resolve_job_def(DAILY_TRAINING_JOB)
+    calendar = config.calendar
+    training_days = [d for d in calendar.training_days() if until is None or d <= until]
+    last_data_day = training_days[-1] + timedelta(days=1)  # report d evaluates on day d+1
+    data_days = [d for d in calendar.data_days() if d <= last_data_day]
+    print(f"profile {profile}: {len(data_days)} data days, batch window {calendar.start_date}..{calendar.batch_end}, "
+          f"{len(training_days) - 1} streaming day(s); state in {home}", flush=True)
+    for day in data_days:
+        t0 = time.monotonic()
+        data_job.execute_in_process(partition_key=day.isoformat(), instance=instance)
+        print(f"  sample streams {day}  {time.monotonic() - t0:6.1f}s", flush=True)
+    for day in training_days:
+        t0 = time.monotonic()
+        training_job.execute_in_process(partition_key=day.isoformat(), instance=instance)
+        phase = "batch phase" if day == calendar.batch_end else "streaming"
+        print(f"  training {day} ({phase})  {time.monotonic() - t0:6.1f}s", flush=True)
+    wall = time.monotonic() - started
+    print()
+    print(summary_table(_load_reports(config, home)))
+    print()
+    print(f"wall time: {wall:.1f}s ({wall / 60:.1f} min)")
+    print(f"reports:   {home / 'reports'}/<day>/transferability.json")
+    print(f"Dagster:   DAGSTER_HOME={dagster_home}  →  make ui  (http://127.0.0.1:3000)")
+    print(f"MLflow:    {mlflow_tracking_uri(home)}  →  make mlflow-ui  (http://127.0.0.1:5000)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="recdistill", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="materialize the whole graph in date order")
+    summary = sub.add_parser("summary", help="print the transferability table of the reports written so far")
+    for command in (run, summary):
+        command.add_argument("--profile", default=active_profile())
+        command.add_argument("--config", dest="config_file", default=None, help="YAML file of overrides")
+    run.add_argument("--until", type=date.fromisoformat, default=None, help="last training day to run")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            return run_pipeline(args.profile, args.config_file, args.until)
+        config = load_config(args.profile, args.config_file)
+        print(summary_table(_load_reports(config, state_home(args.profile))))
+        return 0
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

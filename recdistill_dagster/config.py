@@ -1,0 +1,352 @@
+"""The one configuration system: strict pydantic models plus named profiles.
+
+Every tunable of the pipeline lives here. Profiles (`recdistill_dagster/profiles/*.yaml`) are
+partial overrides deep-merged onto the defaults below; a user file or dict can override further.
+Unknown keys are errors (`extra="forbid"`), so a typo never silently falls back to a default.
+
+This module imports no Dagster: models/ and the data code use it directly.
+"""
+
+import os
+from collections.abc import Mapping
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PROFILE_DIR = Path(__file__).parent / "profiles"
+MOVIELENS_ENV = "RECDISTILL_MOVIELENS"
+DEFAULT_MOVIELENS_PATH = str(
+    Path(__file__).resolve().parents[2] / "shared" / "datasets" / "movielens-100k"
+)
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the offending key."""
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- data sources
+
+
+class SyntheticWorldConfig(StrictModel):
+    """A deterministic synthetic ads/feed world (see recdistill_dagster/data/synthetic.py)."""
+
+    kind: Literal["synthetic"] = "synthetic"
+    seed: int = 7
+    n_users: int = Field(4000, ge=10)
+    n_items_initial: int = Field(3000, ge=10)
+    n_items_new_per_day: int = Field(60, ge=0)
+    n_categories: int = Field(24, ge=2)
+    n_creators: int = Field(600, ge=2)
+    n_segments: int = Field(8, ge=1)
+    traffic_sources: tuple[str, ...] = ("feed", "search", "ads")
+    traffic_source_share: tuple[float, ...] = (0.6, 0.25, 0.15)
+    impressions_per_day: int = Field(60000, ge=100)
+    # Behaviour events each user has before day 0; the history reaches >= 1,000 events.
+    prehistory_len: int = Field(1000, ge=1)
+    behaviour_events_per_day: int = Field(12, ge=1)
+    # How many most-recent behaviour events each logged row carries in `history`.
+    logged_history_len: int = Field(256, ge=1)
+    favourite_creators_per_user: int = Field(4, ge=1)
+    # Intercept is calibrated so the unsampled click rate is close to this.
+    target_click_rate: float = Field(0.04, gt=0.0, lt=0.5)
+    # How often a user's short-lived intent changes from one day to the next.
+    intent_switch_prob: float = Field(0.5, ge=0.0, le=1.0)
+    popularity_drift: float = Field(0.15, ge=0.0)
+
+    @model_validator(mode="after")
+    def _sources_match(self) -> "SyntheticWorldConfig":
+        if len(self.traffic_sources) != len(self.traffic_source_share):
+            raise ValueError("traffic_sources and traffic_source_share must have equal length")
+        if abs(sum(self.traffic_source_share) - 1.0) > 1e-6:
+            raise ValueError("traffic_source_share must sum to 1")
+        return self
+
+    @property
+    def n_traffic_sources(self) -> int:
+        return len(self.traffic_sources)
+
+
+class MovieLensConfig(StrictModel):
+    """MovieLens-format ratings (ratings/items/users parquet) read as a CTR task."""
+
+    kind: Literal["movielens"] = "movielens"
+    path: str = Field(default_factory=lambda: os.environ.get(MOVIELENS_ENV, DEFAULT_MOVIELENS_PATH))
+    label_min_rating: int = Field(4, ge=1, le=5)
+    logged_history_len: int = Field(100, ge=1)
+
+    @property
+    def n_traffic_sources(self) -> int:
+        return 1
+
+
+DataSourceConfig = Annotated[SyntheticWorldConfig | MovieLensConfig, Field(discriminator="kind")]
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+class SamplingPolicy(StrictModel):
+    """How a logged training stream is sampled from the day's impressions.
+
+    Negatives are kept with probability `negative_keep` (so r_s = 1/negative_keep); positives
+    are kept with the probability of their traffic source. Every sampled row carries
+    r_s, r_pos, p_x, b_s so the debias function can be applied per row.
+    """
+
+    negative_keep: float = Field(gt=0.0, le=1.0)
+    positive_keep_by_source: tuple[float, ...]
+    r_pos: float = Field(1.0, gt=0.0, le=1.0)
+    b_s: float = 0.0
+
+    @model_validator(mode="after")
+    def _rates_valid(self) -> "SamplingPolicy":
+        if not self.positive_keep_by_source:
+            raise ValueError("positive_keep_by_source must list one rate per traffic source")
+        if any(not 0.0 < rate <= 1.0 for rate in self.positive_keep_by_source):
+            raise ValueError("positive_keep_by_source rates must be in (0, 1]")
+        return self
+
+    @property
+    def r_s(self) -> float:
+        return 1.0 / self.negative_keep
+
+    def p_x(self, source: int) -> float:
+        return self.positive_keep_by_source[source]
+
+
+class SamplingConfig(StrictModel):
+    # The teacher keeps more negatives than the student: the data-volume scaling axis.
+    teacher: SamplingPolicy = SamplingPolicy(
+        negative_keep=0.5, positive_keep_by_source=(1.0, 1.0, 0.5)
+    )
+    student: SamplingPolicy = SamplingPolicy(
+        negative_keep=0.1, positive_keep_by_source=(1.0, 1.0, 0.5)
+    )
+    seed: int = 11
+
+
+# --------------------------------------------------------------------------- calendar
+
+
+class CalendarConfig(StrictModel):
+    """Which days exist: a batch window, then daily streaming partitions.
+
+    Training partitions start at the last day of the batch window (that partition *is* the batch
+    phase); each report partition d evaluates the models after day d on day d+1, so data exists
+    one day past the last training day.
+    """
+
+    start_date: date = date(2026, 1, 1)
+    batch_days: int = Field(5, ge=1)
+    streaming_days: int = Field(7, ge=0)
+
+    @property
+    def batch_end(self) -> date:
+        return self.start_date + timedelta(days=self.batch_days - 1)
+
+    @property
+    def last_training_day(self) -> date:
+        return self.batch_end + timedelta(days=self.streaming_days)
+
+    @property
+    def last_data_day(self) -> date:
+        return self.last_training_day + timedelta(days=1)
+
+    def batch_window(self) -> list[date]:
+        return [self.start_date + timedelta(days=i) for i in range(self.batch_days)]
+
+    def training_days(self) -> list[date]:
+        return [self.batch_end + timedelta(days=i) for i in range(self.streaming_days + 1)]
+
+    def data_days(self) -> list[date]:
+        n_days = (self.last_data_day - self.start_date).days + 1
+        return [self.start_date + timedelta(days=i) for i in range(n_days)]
+
+    def day_index(self, day: date) -> int:
+        return (day - self.start_date).days
+
+
+# --------------------------------------------------------------------------- models
+
+
+class OptimConfig(StrictModel):
+    lr: float = Field(2e-3, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    batch_size: int = Field(512, ge=2)
+    # The batch phase trains to convergence: more epochs (and optionally bigger batches).
+    batch_phase_epochs: int = Field(2, ge=1)
+    batch_phase_batch_size: int | None = None
+    streaming_epochs: int = Field(1, ge=1)
+    grad_clip: float | None = 5.0
+
+
+class TeacherArch(StrictModel):
+    """Token-mixing backbone over feature tokens + long-sequence encoder."""
+
+    embed_dim: int = Field(32, ge=2)
+    width: int = Field(64, ge=4)
+    depth: int = Field(2, ge=1)
+    ffn_mult: int = Field(2, ge=1)
+    seq_len: int = Field(256, ge=1)
+    compressed_tokens: int = Field(4, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class TeacherConfig(StrictModel):
+    arch: TeacherArch = TeacherArch()
+    optim: OptimConfig = OptimConfig()
+    # Logits are recorded in the training forward pass; in a multi-epoch batch phase this picks
+    # which epoch's forward pass is recorded (one logit per trained sample either way).
+    record_epoch: Literal["first", "last"] = "last"
+    seed: int = 101
+
+
+TowerMode = Literal["single_distill", "single_mixed", "decoupled_distill", "decoupled_mixed"]
+TeacherTarget = Literal["none", "teacher_own", "student_raw", "exact"]
+
+
+class StudentArch(StrictModel):
+    """Small backbone over a short history, with main and auxiliary towers."""
+
+    embed_dim: int = Field(12, ge=2)
+    backbone_hidden: tuple[int, ...] = (64,)
+    tower_hidden: int = Field(32, ge=1)
+    seq_len: int = Field(20, ge=1)
+    towers: TowerMode = "decoupled_mixed"
+
+
+class DistillConfig(StrictModel):
+    alpha: float = Field(1.0, ge=0.0)
+    temperature: float = Field(1.0, gt=0.0)
+    teacher_target: TeacherTarget = "student_raw"
+    in_batch_phase: bool = True
+    in_streaming: bool = True
+
+
+class StudentConfig(StrictModel):
+    arch: StudentArch = StudentArch()
+    optim: OptimConfig = OptimConfig()
+    distill: DistillConfig = DistillConfig()
+    seed: int = 202
+
+
+# --------------------------------------------------------------------------- evaluation, runtime
+
+
+class EvalConfig(StrictModel):
+    bootstrap_samples: int = Field(200, ge=10)
+    ci_level: float = Field(0.95, gt=0.5, lt=1.0)
+    seed: int = 303
+    batch_size: int = Field(4096, ge=2)
+
+
+class RuntimeConfig(StrictModel):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(None, ge=1)
+    log_every_steps: int = Field(100, ge=1)
+
+
+class PipelineConfig(StrictModel):
+    profile: str = "custom"
+    data: DataSourceConfig = SyntheticWorldConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    calendar: CalendarConfig = CalendarConfig()
+    teacher: TeacherConfig = TeacherConfig()
+    student: StudentConfig = StudentConfig()
+    eval: EvalConfig = EvalConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "PipelineConfig":
+        n_sources = self.data.n_traffic_sources
+        for name, policy in (("teacher", self.sampling.teacher), ("student", self.sampling.student)):
+            if len(policy.positive_keep_by_source) != n_sources:
+                raise ValueError(
+                    f"sampling.{name}.positive_keep_by_source has "
+                    f"{len(policy.positive_keep_by_source)} rates but the data source has "
+                    f"{n_sources} traffic source(s)"
+                )
+        logged = self.data.logged_history_len
+        for name, seq_len in (
+            ("teacher.arch.seq_len", self.teacher.arch.seq_len),
+            ("student.arch.seq_len", self.student.arch.seq_len),
+        ):
+            if seq_len > logged:
+                raise ValueError(
+                    f"{name}={seq_len} exceeds data.logged_history_len={logged}: rows carry "
+                    "only that much history"
+                )
+        return self
+
+
+# --------------------------------------------------------------------------- profiles
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
+    return loaded
+
+
+def _format_validation_error(source: str, exc: ValidationError) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for err in exc.errors():
+        location = ".".join(str(part) for part in err["loc"]) or "<root>"
+        lines.append(f"  - {location}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_config(
+    profile: str = "demo",
+    config_file: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> PipelineConfig:
+    """Resolve defaults <- profile <- config file <- overrides, validated strictly."""
+    profile_path = PROFILE_DIR / f"{profile}.yaml"
+    if not profile_path.exists():
+        raise ConfigError(
+            f"unknown profile {profile!r}; available: {', '.join(available_profiles())}"
+        )
+    raw: dict[str, Any] = {"profile": profile}
+    raw = deep_merge(raw, _read_yaml(profile_path))
+    source = f"profile {profile!r}"
+    if config_file:
+        path = Path(config_file)
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        raw = deep_merge(raw, _read_yaml(path))
+        source += f" + {path}"
+    if overrides:
+        raw = deep_merge(raw, overrides)
+        source += " + overrides"
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(source, exc)) from None

@@ -1,0 +1,71 @@
+"""Joining the student's sample stream with the teacher's recorded logits.
+
+A left join: a student row without a teacher logit (teacher lag, dropped records) is kept with null
+teacher columns so it still trains the task loss; the distill loss masks it. Coverage and the label
+rate of matched vs unmatched rows are reported so a biased gap (e.g. only positives lost) is visible.
+"""
+
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from recdistill_dagster.data.sampling import row_uniforms
+from recdistill_dagster.data.schema import STUDENT_DATASET_SCHEMA, TEACHER_SAMPLING_COLUMNS
+
+_TEACHER_COLUMNS: tuple[str, ...] = (
+    "sample_id",
+    "teacher_logit",
+    "teacher_snapshot",
+    *TEACHER_SAMPLING_COLUMNS,
+)
+
+
+def join_student_dataset(student_samples: pl.LazyFrame, teacher_logits: pl.LazyFrame) -> pl.LazyFrame:
+    """Student rows left-joined with teacher logits on sample_id, columns = STUDENT_DATASET_SCHEMA."""
+    teacher = teacher_logits.select(_TEACHER_COLUMNS)
+    # m:1 validation: a duplicated logit would silently duplicate a training row otherwise.
+    joined = student_samples.join(teacher, on="sample_id", how="left", validate="m:1", maintain_order="left")
+    return joined.select(pl.col(name).cast(dtype) for name, dtype in STUDENT_DATASET_SCHEMA.items())
+
+
+def join_stats(dataset: pl.LazyFrame) -> dict[str, Any]:
+    """Coverage and matched/unmatched label rates of a joined dataset, in one collect."""
+    matched = pl.col("teacher_logit").is_not_null()
+    row = (
+        dataset.select(
+            n_rows=pl.len(),
+            n_matched=matched.sum(),
+            matched_label_rate=pl.col("label").filter(matched).cast(pl.Float64).mean(),
+            unmatched_label_rate=pl.col("label").filter(~matched).cast(pl.Float64).mean(),
+        )
+        .collect()
+        .row(0, named=True)
+    )
+    n_rows, n_matched = int(row["n_rows"]), int(row["n_matched"] or 0)
+    return {
+        "n_rows": n_rows,
+        "n_matched": n_matched,
+        # An empty dataset has no coverage to speak of; 0.0 keeps a coverage check failing loudly.
+        "coverage": n_matched / n_rows if n_rows else 0.0,
+        "matched_label_rate": row["matched_label_rate"],  # None when no matched rows
+        "unmatched_label_rate": row["unmatched_label_rate"],  # None when no unmatched rows
+    }
+
+
+def drop_logit_fraction(logits: pl.DataFrame, fraction: float, seed: int) -> pl.DataFrame:
+    """Fault knob: drop exactly round(fraction * n) logit rows, chosen by a hash of (seed, sample_id).
+
+    The choice does not depend on row order, so the same fault is injected on every re-run.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    n_drop = round(fraction * logits.height)
+    if n_drop == 0:
+        return logits
+    u = row_uniforms(logits["sample_id"], seed)
+    # Rank by (u, sample_id) so ties (practically impossible) still break deterministically.
+    order = np.lexsort((logits["sample_id"].to_numpy(), u))
+    keep = np.ones(logits.height, dtype=bool)
+    keep[order[:n_drop]] = False
+    return logits.filter(pl.Series(keep))

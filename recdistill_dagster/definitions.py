@@ -1,0 +1,81 @@
+"""The one `Definitions` of the code location (loaded by `dagster dev` through workspace.yaml).
+
+The profile comes from `RECDISTILL_PROFILE` (default `demo`), the state folder from
+`RECDISTILL_HOME`. Partition dates depend on the profile, so the definitions are built from it.
+"""
+
+import warnings
+from pathlib import Path
+
+from dagster import (
+    AssetSelection,
+    BetaWarning,
+    Definitions,
+    define_asset_job,
+    in_process_executor,
+)
+
+from assets import build_all_assets
+from assets.common import GROUP_DATA, GROUP_EVALUATION, GROUP_STUDENT, GROUP_TEACHER
+from recdistill_dagster.config import load_config
+from recdistill_dagster.home import (
+    active_profile,
+    mlflow_artifact_location,
+    mlflow_tracking_uri,
+    state_home,
+    store_url,
+)
+from recdistill_dagster.partitions import build_partitions
+from resources import ArtifactStore, MlflowTracking, PipelineSettings, RecDataSource
+
+# allow_nonexistent_upstream_partitions (the self-dependency's first day) is flagged beta.
+warnings.filterwarnings("ignore", category=BetaWarning)
+
+SAMPLE_STREAMS_JOB = "sample_streams_job"
+DAILY_TRAINING_JOB = "daily_training_job"
+
+
+def build_definitions(profile: str | None = None, home: Path | None = None,
+                      config_file: str | None = None) -> Definitions:
+    profile = profile or active_profile()
+    home = home or state_home(profile)
+    config = load_config(profile, config_file)
+    partitions = build_partitions(config.calendar)
+    settings = PipelineSettings(profile=profile, config_file=config_file)
+    resources = {
+        "settings": settings,
+        "store": ArtifactStore(base_url=store_url(home)),
+        "tracking": MlflowTracking(
+            tracking_uri=mlflow_tracking_uri(home),
+            experiment_name=f"recdistill-{profile}",
+            artifact_location=mlflow_artifact_location(home),
+        ),
+        "data_source": RecDataSource(settings=settings),
+    }
+    jobs = [
+        define_asset_job(
+            SAMPLE_STREAMS_JOB,
+            selection=AssetSelection.groups(GROUP_DATA),
+            partitions_def=partitions.data,
+            description="Write one day's evaluation, teacher and student sample streams.",
+        ),
+        define_asset_job(
+            DAILY_TRAINING_JOB,
+            selection=AssetSelection.groups(GROUP_TEACHER, GROUP_STUDENT, GROUP_EVALUATION),
+            partitions_def=partitions.training,
+            description=(
+                "One training partition end to end: teacher (+ recorded logits), student dataset, "
+                "distilled and baseline students, transferability report."
+            ),
+        ),
+    ]
+    return Definitions(
+        assets=build_all_assets(partitions),
+        jobs=jobs,
+        resources=resources,
+        # Steps share one process: the multiprocess executor re-imports torch per step (seconds each).
+        executor=in_process_executor,
+    )
+
+
+defs = build_definitions()

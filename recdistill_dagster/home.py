@@ -1,0 +1,59 @@
+"""The state folder: every file the pipeline writes lives below one directory.
+
+`RECDISTILL_HOME` selects it (default `.state/<profile>` in the working directory). Below it:
+`dagster/` (DAGSTER_HOME: SQLite run/event storage), `mlflow/` (SQLite tracking store and
+artifacts), and the artifact store's `samples/`, `teacher_logits/`, `student_dataset/`,
+`checkpoints/` and `reports/`.
+"""
+
+import os
+from pathlib import Path
+
+DAGSTER_YAML = """\
+# Written by recdistill-dagster. SQLite storage under this folder (Dagster's default for DAGSTER_HOME).
+# For a Postgres-backed instance replace this file (see README: "Production deployment").
+telemetry:
+  enabled: false
+nux:
+  enabled: false
+"""
+
+
+def active_profile() -> str:
+    return os.environ.get("RECDISTILL_PROFILE", "demo")
+
+
+def state_home(profile: str | None = None) -> Path:
+    configured = os.environ.get("RECDISTILL_HOME")
+    home = Path(configured) if configured else Path.cwd() / ".state" / (profile or active_profile())
+    return home.resolve()
+
+
+def ensure_dagster_home(home: Path) -> Path:
+    """DAGSTER_HOME (from the environment, else `<home>/dagster`) with a dagster.yaml in it."""
+    dagster_home = Path(os.environ.get("DAGSTER_HOME") or home / "dagster").resolve()
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    config_file = dagster_home / "dagster.yaml"
+    if not config_file.exists():
+        config_file.write_text(DAGSTER_YAML)
+    os.environ["DAGSTER_HOME"] = str(dagster_home)
+    return dagster_home
+
+
+def mlflow_tracking_uri(home: Path) -> str:
+    """`MLFLOW_TRACKING_URI` if set (e.g. an MLflow server), else SQLite in the state folder."""
+    configured = os.environ.get("MLFLOW_TRACKING_URI")
+    if configured:
+        return configured
+    return f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+
+
+def mlflow_artifact_location(home: Path) -> str | None:
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return None  # the server decides where artifacts go
+    return (home / "mlflow" / "artifacts").as_uri()
+
+
+def store_url(home: Path) -> str:
+    """`RECDISTILL_STORE_URL` (any fsspec URL) if set, else the state folder itself."""
+    return os.environ.get("RECDISTILL_STORE_URL") or str(home)

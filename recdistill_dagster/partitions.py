@@ -1,0 +1,47 @@
+"""Daily partitions derived from the calendar of the active profile.
+
+Two partition sets share the same day keys:
+- `data`: every day with samples, from the first day of the batch window to one day past the last
+  training day (report d evaluates on day d+1);
+- `training`: the first key is the last day of the batch window and *is* the batch phase; every
+  later key is one streaming day that continues from the previous day's checkpoint.
+"""
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from dagster import DailyPartitionsDefinition, TimeWindowPartitionMapping
+
+from recdistill_dagster.config import CalendarConfig
+
+
+@dataclass(frozen=True)
+class PipelinePartitions:
+    data: DailyPartitionsDefinition
+    training: DailyPartitionsDefinition
+
+
+def build_partitions(calendar: CalendarConfig) -> PipelinePartitions:
+    day_after = timedelta(days=1)
+    return PipelinePartitions(
+        data=DailyPartitionsDefinition(
+            start_date=calendar.start_date.isoformat(),
+            end_date=(calendar.last_data_day + day_after).isoformat(),  # end is exclusive
+        ),
+        training=DailyPartitionsDefinition(
+            start_date=calendar.batch_end.isoformat(),
+            end_date=(calendar.last_training_day + day_after).isoformat(),
+        ),
+    )
+
+
+# The previous day's partition of a self-dependent chain; the first partition has none.
+PREVIOUS_DAY = TimeWindowPartitionMapping(
+    start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True
+)
+SAME_DAY = TimeWindowPartitionMapping()
+NEXT_DAY = TimeWindowPartitionMapping(start_offset=1, end_offset=1)
+
+
+def parse_day(partition_key: str) -> date:
+    return date.fromisoformat(partition_key)

@@ -1,0 +1,8 @@
+"""Dagster resources: one per external system (settings, artifact storage, MLflow, data source)."""
+
+from resources.data_source import RecDataSource
+from resources.settings import PipelineSettings
+from resources.storage import ArtifactNotFoundError, ArtifactStore
+from resources.tracking import MlflowTracking
+
+__all__ = ["ArtifactNotFoundError", "ArtifactStore", "MlflowTracking", "PipelineSettings", "RecDataSource"]

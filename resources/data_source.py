@@ -1,0 +1,25 @@
+"""The sample source behind one interface: the synthetic world or a MovieLens-format reader."""
+
+from functools import lru_cache
+
+from dagster import ConfigurableResource, ResourceDependency
+
+from recdistill_dagster.config import PipelineConfig
+from recdistill_dagster.data.source import DaySource, make_source
+from resources.settings import PipelineSettings
+
+
+@lru_cache(maxsize=4)
+def _cached_source(config_json: str) -> DaySource:
+    # Sources precompute state (user histories, catalogues); reuse them across assets in a process.
+    return make_source(PipelineConfig.model_validate_json(config_json))
+
+
+class RecDataSource(ConfigurableResource):
+    """Produces a day's full impression log; which source is chosen by `config.data.kind`."""
+
+    settings: ResourceDependency[PipelineSettings]
+
+    def source(self) -> DaySource:
+        config = self.settings.config()
+        return _cached_source(config.model_dump_json())

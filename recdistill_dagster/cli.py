@@ -73,6 +73,8 @@ def run_pipeline(profile: str, config_file: str | None, until: date | None = Non
 
     defs = build_definitions(profile, home, config_file)
     instance = DagsterInstance.get()
+    # Dagster's per-event DEBUG lines would drown the summary; INFO keeps training progress.
+    run_config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
     data_job = defs.resolve_job_def(SAMPLE_STREAMS_JOB)
     training_job = defs.resolve_job_def(DAILY_TRAINING_JOB)
     calendar = config.calendar
@@ -83,11 +85,11 @@ def run_pipeline(profile: str, config_file: str | None, until: date | None = Non
           f"{len(training_days) - 1} streaming day(s); state in {home}", flush=True)
     for day in data_days:
         t0 = time.monotonic()
-        data_job.execute_in_process(partition_key=day.isoformat(), instance=instance)
+        data_job.execute_in_process(partition_key=day.isoformat(), instance=instance, run_config=run_config)
         print(f"  sample streams {day}  {time.monotonic() - t0:6.1f}s", flush=True)
     for day in training_days:
         t0 = time.monotonic()
-        training_job.execute_in_process(partition_key=day.isoformat(), instance=instance)
+        training_job.execute_in_process(partition_key=day.isoformat(), instance=instance, run_config=run_config)
         phase = "batch phase" if day == calendar.batch_end else "streaming"
         print(f"  training {day} ({phase})  {time.monotonic() - t0:6.1f}s", flush=True)
     wall = time.monotonic() - started

@@ -192,11 +192,19 @@ class TeacherArch(StrictModel):
 
     embed_dim: int = Field(32, ge=2)
     width: int = Field(64, ge=4)
+    # Feature tokens fed to the mixer; width must be divisible by it (parameter-free mixing).
+    n_tokens: int = Field(8, ge=1)
     depth: int = Field(2, ge=1)
     ffn_mult: int = Field(2, ge=1)
     seq_len: int = Field(256, ge=1)
     compressed_tokens: int = Field(4, ge=1)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _tokens_divide_width(self) -> "TeacherArch":
+        if self.width % self.n_tokens:
+            raise ValueError(f"width {self.width} must be divisible by n_tokens {self.n_tokens}")
+        return self
 
 
 class TeacherConfig(StrictModel):
@@ -334,8 +342,10 @@ def load_config(
         raise ConfigError(
             f"unknown profile {profile!r}; available: {', '.join(available_profiles())}"
         )
-    raw: dict[str, Any] = {"profile": profile}
-    raw = deep_merge(raw, _read_yaml(profile_path))
+    # Start from the full defaults so a partial override of a nested section keeps the rest of it;
+    # `data` is left out because its defaults depend on the source kind the profile picks.
+    raw: dict[str, Any] = PipelineConfig().model_dump(mode="json", exclude={"data"})
+    raw = deep_merge(raw, {"profile": profile, **_read_yaml(profile_path)})
     source = f"profile {profile!r}"
     if config_file:
         path = Path(config_file)

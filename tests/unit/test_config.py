@@ -1,0 +1,57 @@
+"""The config system: profiles resolve, bad input fails with the key's path."""
+
+from pathlib import Path
+
+import pytest
+
+from recdistill_dagster.config import ConfigError, available_profiles, load_config
+
+
+def test_named_profiles_exist_and_validate() -> None:
+    assert {"tiny", "demo", "bench", "movielens"} <= set(available_profiles())
+    for profile in available_profiles():
+        config = load_config(profile)
+        assert config.profile == profile
+        assert config.calendar.batch_end >= config.calendar.start_date
+
+
+def test_unknown_key_names_its_path() -> None:
+    with pytest.raises(ConfigError, match=r"teacher\.arch\.widht: Extra inputs are not permitted"):
+        load_config("tiny", overrides={"teacher": {"arch": {"widht": 3}}})
+
+
+def test_wrong_type_and_range_are_errors() -> None:
+    with pytest.raises(ConfigError, match=r"sampling\.student\.negative_keep"):
+        load_config("tiny", overrides={"sampling": {"student": {"negative_keep": 0.0}}})
+    with pytest.raises(ConfigError, match="student.arch.seq_len"):
+        load_config("tiny", overrides={"student": {"arch": {"seq_len": 10_000}}})
+
+
+def test_unknown_profile_lists_the_available_ones() -> None:
+    with pytest.raises(ConfigError, match="available: .*tiny"):
+        load_config("nope")
+
+
+def test_config_file_overrides_and_malformed_yaml(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text("student:\n  distill:\n    alpha: 0.25\n")
+    assert load_config("tiny", good).student.distill.alpha == 0.25
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("student: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config("tiny", bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("tiny", tmp_path / "missing.yaml")
+
+
+def test_sampling_rates_must_match_traffic_sources() -> None:
+    with pytest.raises(ConfigError, match="positive_keep_by_source has 2 rates"):
+        load_config("tiny", overrides={"sampling": {"teacher": {"positive_keep_by_source": [1.0, 1.0]}}})
+
+
+def test_calendar_days() -> None:
+    calendar = load_config("tiny").calendar
+    assert len(calendar.batch_window()) == calendar.batch_days
+    assert calendar.training_days()[0] == calendar.batch_end
+    assert len(calendar.training_days()) == calendar.streaming_days + 1
+    assert calendar.data_days()[-1] == calendar.last_training_day.fromordinal(calendar.last_training_day.toordinal() + 1)

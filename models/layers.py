@@ -71,6 +71,12 @@ def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.nan_to_num(weights, nan=0.0)
 
 
+def masked_mean(sequence: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over valid positions: (B, L, E), (B, L) → (B, E); empty histories give zeros."""
+    counts = mask.sum(dim=1, keepdim=True).clamp(min=1)
+    return (sequence * mask.unsqueeze(-1)).sum(dim=1) / counts
+
+
 class TargetAttention(nn.Module):
     """The candidate attends over a sequence: (B, E), (B, L, E), (B, L) → (B, E)."""
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from models.debias import exact_calibrated_logit
-from models.layers import MLP, N_DENSE, N_SPARSE, TRAFFIC_SOURCE, FeatureEmbedding, TargetAttention
+from models.layers import MLP, N_DENSE, N_SPARSE, TRAFFIC_SOURCE, FeatureEmbedding, TargetAttention, masked_mean
 from recdistill_dagster.config import SamplingPolicy, StudentArch
 from recdistill_dagster.data.schema import FeatureVocab
 
@@ -30,8 +30,8 @@ class StudentModel(nn.Module):
         self.embedding = FeatureEmbedding(vocab, e)
         self.dense = nn.Linear(N_DENSE, e)
         self.target_attention = TargetAttention(e)
-        # sparse, dense, attended history, candidate ⊙ attended (an explicit match signal), mean history
-        in_dim = (N_SPARSE + 1 + 3) * e
+        # sparse, dense, attended history, candidate ⊙ attended, mean history, candidate ⊙ mean
+        in_dim = (N_SPARSE + 1 + 4) * e
         self.backbone = MLP(in_dim, arch.backbone_hidden)
         out_dim = arch.backbone_hidden[-1] if arch.backbone_hidden else in_dim
         self.main_tower = MLP(out_dim, (arch.tower_hidden,), 1)
@@ -48,9 +48,10 @@ class StudentModel(nn.Module):
         candidate = self.embedding.candidate(sparse)  # (B, E)
         sequence, mask = self.embedding.history(history)  # (B, l, E), (B, l)
         attended = self.target_attention(candidate, sequence, mask)
-        counts = mask.sum(dim=1, keepdim=True).clamp(min=1)
-        mean = (sequence * mask.unsqueeze(-1)).sum(dim=1) / counts
-        return self.backbone(torch.cat([features, self.dense(dense), attended, candidate * attended, mean], dim=1))
+        mean = masked_mean(sequence, mask)
+        return self.backbone(
+            torch.cat([features, self.dense(dense), attended, candidate * attended, mean, candidate * mean], dim=1)
+        )
 
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor, history: torch.Tensor) -> StudentOutput:
         shared = self.shared(sparse, dense, history)

@@ -15,6 +15,7 @@ from models.layers import (
     SequenceCompressor,
     TargetAttention,
     TokenMixerBlock,
+    masked_mean,
 )
 from recdistill_dagster.config import TeacherArch
 from recdistill_dagster.data.schema import FeatureVocab
@@ -31,9 +32,10 @@ class TeacherModel(nn.Module):
         nn.init.normal_(self.position.weight, std=0.02)
         self.compressor = SequenceCompressor(e, arch.compressed_tokens)
         self.target_attention = TargetAttention(e)
-        # Feature vectors: sparse (S) + dense (1) + compressed history (K) + attended history and
-        # candidate ⊙ attended (2): the product makes "this item matches the history" explicit.
-        n_vectors = N_SPARSE + 1 + arch.compressed_tokens + 2
+        # Feature vectors: sparse (S) + dense (1) + compressed history (K) + attended history,
+        # candidate ⊙ attended, mean history and candidate ⊙ mean (4). The products make "how much of
+        # the history matches this item" explicit; the mean keeps shares that softmax pooling loses.
+        n_vectors = N_SPARSE + 1 + arch.compressed_tokens + 4
         self.tokenize = nn.Linear(n_vectors * e, arch.n_tokens * arch.width)
         self.blocks = nn.ModuleList(
             TokenMixerBlock(arch.n_tokens, arch.width, arch.ffn_mult, arch.dropout) for _ in range(arch.depth)
@@ -50,10 +52,11 @@ class TeacherModel(nn.Module):
         sequence = sequence + self.position.weight[-history.shape[1] :].unsqueeze(0)
         compressed = self.compressor(candidate, sequence, mask)  # (B, K, E)
         attended = self.target_attention(candidate, compressed, torch.ones_like(compressed[..., 0], dtype=torch.bool))
+        mean = masked_mean(sequence, mask)  # (B, E)
         vectors = torch.cat(
             [features, self.dense(dense).unsqueeze(1), compressed, attended.unsqueeze(1),
-             (candidate * attended).unsqueeze(1)], dim=1
-        )  # (B, S + 1 + K + 2, E)
+             (candidate * attended).unsqueeze(1), mean.unsqueeze(1), (candidate * mean).unsqueeze(1)], dim=1
+        )  # (B, S + 1 + K + 4, E)
         tokens = self.tokenize(vectors.reshape(b, -1)).reshape(b, self.arch.n_tokens, self.arch.width)
         for block in self.blocks:
             tokens = block(tokens)  # (B, T, D)

@@ -7,10 +7,11 @@ Two partition sets share the same day keys:
   later key is one streaming day that continues from the previous day's checkpoint.
 """
 
+import warnings
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from dagster import DailyPartitionsDefinition, TimeWindowPartitionMapping
+from dagster import BetaWarning, DailyPartitionsDefinition, TimeWindowPartitionMapping
 
 from recdistill_dagster.config import CalendarConfig
 
@@ -35,10 +36,13 @@ def build_partitions(calendar: CalendarConfig) -> PipelinePartitions:
     )
 
 
-# The previous day's partition of a self-dependent chain; the first partition has none.
-PREVIOUS_DAY = TimeWindowPartitionMapping(
-    start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True
-)
+# The previous day's partition of a self-dependent chain; the first partition has none. The flag
+# is beta in Dagster 1.13 and its warning says so on every import.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", BetaWarning)
+    PREVIOUS_DAY = TimeWindowPartitionMapping(
+        start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True
+    )
 SAME_DAY = TimeWindowPartitionMapping()
 NEXT_DAY = TimeWindowPartitionMapping(start_offset=1, end_offset=1)
 

@@ -54,7 +54,11 @@ def plot_transferability(history: list[dict[str, Any]]) -> bytes:
     ax_eta.axhline(0.0, color="grey", lw=0.8)
     ax_eta.set_xticks(range(len(days)), days, rotation=45, fontsize=7)
     ax_eta.set_title("transferability η with 95% interval")
-    ax_eta.legend(fontsize=8)
+    if ax_eta.get_legend_handles_labels()[0]:
+        ax_eta.legend(fontsize=8)
+    else:
+        ax_eta.text(0.5, 0.5, "η not measurable yet\n(teacher gain not significant)", ha="center",
+                    va="center", transform=ax_eta.transAxes)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")

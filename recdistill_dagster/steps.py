@@ -16,6 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 import torch
+
 from models.checkpoint import checkpoint_bytes, load_checkpoint_bytes, restore
 from models.debias import exact_calibrated_logit
 from models.device import configure_threads, resolve_device
@@ -30,7 +31,6 @@ from models.training import (
     train_student,
     train_teacher,
 )
-
 from recdistill_dagster import layout
 from recdistill_dagster.config import PipelineConfig, SamplingPolicy
 from recdistill_dagster.data.join import join_stats, join_student_dataset
@@ -577,6 +577,7 @@ def evaluate_partition(
         [store.scan_parquet(layout.report_path(d, "predictions.parquet")) for d in report_days]
     ).collect()
     cumulative = _summarize(config, cumulative_frame, seed=config.eval.seed)
+    cumulative["day"] = partition.isoformat()
     cumulative["days"] = [d.isoformat() for d in report_days]
 
     report = {

@@ -165,8 +165,8 @@ def test_streaming_day_without_previous_checkpoint_fails_clearly(tmp_path: Path,
     result = fresh.run_training(day)
     assert not result.success
     failures = [e for e in result.all_events if e.is_step_failure]
-    message = failures[0].step_failure_data.error.message
-    assert "teacher_checkpoint partition" in message and "has not been materialized" in message
+    message = failures[0].step_failure_data.error.to_string()
+    assert f"_checkpoint partition {day - timedelta(days=1)} has not been materialized" in message
 
 
 def test_rematerializing_a_partition_replaces_it(pipeline: Pipeline) -> None:

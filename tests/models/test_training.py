@@ -107,7 +107,7 @@ def test_student_learns_a_history_signal(vocab) -> None:
     torch.manual_seed(0)
     model = StudentModel(vocab, STUDENT)
     optimizer = make_optimizer(model, OptimConfig(lr=1e-2))
-    stats = train_student(model, optimizer, days, epochs=4, batch_size=128, distill=None, towers="decoupled_mixed",
+    stats = train_student(model, optimizer, days, epochs=8, batch_size=128, distill=None, towers="decoupled_mixed",
                           start_step=0, seed=0, device=CPU, grad_clip=5.0, history_len=4)
     assert stats.distill_matched_fraction is None
     held_out = make_frame(vocab, 2000, seed=8)

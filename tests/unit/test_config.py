@@ -23,12 +23,12 @@ def test_unknown_key_names_its_path() -> None:
 def test_wrong_type_and_range_are_errors() -> None:
     with pytest.raises(ConfigError, match=r"sampling\.student\.negative_keep"):
         load_config("tiny", overrides={"sampling": {"student": {"negative_keep": 0.0}}})
-    with pytest.raises(ConfigError, match="student.arch.seq_len"):
+    with pytest.raises(ConfigError, match=r"student\.arch\.seq_len"):
         load_config("tiny", overrides={"student": {"arch": {"seq_len": 10_000}}})
 
 
 def test_unknown_profile_lists_the_available_ones() -> None:
-    with pytest.raises(ConfigError, match="available: .*tiny"):
+    with pytest.raises(ConfigError, match=r"available: .*tiny"):
         load_config("nope")
 
 
@@ -54,4 +54,4 @@ def test_calendar_days() -> None:
     assert len(calendar.batch_window()) == calendar.batch_days
     assert calendar.training_days()[0] == calendar.batch_end
     assert len(calendar.training_days()) == calendar.streaming_days + 1
-    assert calendar.data_days()[-1] == calendar.last_training_day.fromordinal(calendar.last_training_day.toordinal() + 1)
+    assert (calendar.data_days()[-1] - calendar.last_training_day).days == 1

@@ -7,6 +7,7 @@ from torch import nn
 
 from recdistill_dagster.data.schema import DENSE_FEATURES, PADDING_ITEM, SPARSE_FEATURES, FeatureVocab
 
+USER = SPARSE_FEATURES.index("user_id")
 ITEM = SPARSE_FEATURES.index("item_id")
 CATEGORY = SPARSE_FEATURES.index("category")
 CREATOR = SPARSE_FEATURES.index("creator")

@@ -10,7 +10,16 @@ import torch
 from torch import nn
 
 from models.debias import exact_calibrated_logit
-from models.layers import MLP, N_DENSE, N_SPARSE, TRAFFIC_SOURCE, FeatureEmbedding, TargetAttention, masked_mean
+from models.layers import (
+    MLP,
+    N_DENSE,
+    N_SPARSE,
+    TRAFFIC_SOURCE,
+    USER,
+    FeatureEmbedding,
+    TargetAttention,
+    masked_mean,
+)
 from recdistill_dagster.config import SamplingPolicy, StudentArch
 from recdistill_dagster.data.schema import FeatureVocab
 
@@ -30,8 +39,9 @@ class StudentModel(nn.Module):
         self.embedding = FeatureEmbedding(vocab, e)
         self.dense = nn.Linear(N_DENSE, e)
         self.target_attention = TargetAttention(e)
-        # sparse, dense, attended history, candidate ⊙ attended, mean history, candidate ⊙ mean
-        in_dim = (N_SPARSE + 1 + 4) * e
+        # sparse, dense, attended history, candidate ⊙ attended, mean history, candidate ⊙ mean,
+        # user ⊙ candidate (a user's lasting taste for this item, learnable from soft labels)
+        in_dim = (N_SPARSE + 1 + 5) * e
         self.backbone = MLP(in_dim, arch.backbone_hidden)
         out_dim = arch.backbone_hidden[-1] if arch.backbone_hidden else in_dim
         self.main_tower = MLP(out_dim, (arch.tower_hidden,), 1)
@@ -44,13 +54,15 @@ class StudentModel(nn.Module):
     def shared(self, sparse: torch.Tensor, dense: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         # → backbone representation (B, H)
         history = history[:, -self.seq_len :]
-        features = self.embedding.sparse(sparse).flatten(1)  # (B, S·E)
+        embedded = self.embedding.sparse(sparse)  # (B, S, E)
+        features = embedded.flatten(1)  # (B, S·E)
         candidate = self.embedding.candidate(sparse)  # (B, E)
         sequence, mask = self.embedding.history(history)  # (B, l, E), (B, l)
         attended = self.target_attention(candidate, sequence, mask)
         mean = masked_mean(sequence, mask)
         return self.backbone(
-            torch.cat([features, self.dense(dense), attended, candidate * attended, mean, candidate * mean], dim=1)
+            torch.cat([features, self.dense(dense), attended, candidate * attended, mean, candidate * mean,
+                       embedded[:, USER] * candidate], dim=1)
         )
 
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor, history: torch.Tensor) -> StudentOutput:

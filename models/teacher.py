@@ -11,6 +11,7 @@ from models.layers import (
     MLP,
     N_DENSE,
     N_SPARSE,
+    USER,
     FeatureEmbedding,
     SequenceCompressor,
     TargetAttention,
@@ -35,7 +36,8 @@ class TeacherModel(nn.Module):
         # Feature vectors: sparse (S) + dense (1) + compressed history (K) + attended history,
         # candidate ⊙ attended, mean history and candidate ⊙ mean (4). The products make "how much of
         # the history matches this item" explicit; the mean keeps shares that softmax pooling loses.
-        n_vectors = N_SPARSE + 1 + arch.compressed_tokens + 4
+        # Plus user ⊙ candidate (1), as in the student.
+        n_vectors = N_SPARSE + 1 + arch.compressed_tokens + 5
         self.tokenize = nn.Linear(n_vectors * e, arch.n_tokens * arch.width)
         self.blocks = nn.ModuleList(
             TokenMixerBlock(arch.n_tokens, arch.width, arch.ffn_mult, arch.dropout) for _ in range(arch.depth)
@@ -55,8 +57,9 @@ class TeacherModel(nn.Module):
         mean = masked_mean(sequence, mask)  # (B, E)
         vectors = torch.cat(
             [features, self.dense(dense).unsqueeze(1), compressed, attended.unsqueeze(1),
-             (candidate * attended).unsqueeze(1), mean.unsqueeze(1), (candidate * mean).unsqueeze(1)], dim=1
-        )  # (B, S + 1 + K + 4, E)
+             (candidate * attended).unsqueeze(1), mean.unsqueeze(1), (candidate * mean).unsqueeze(1),
+             (features[:, USER] * candidate).unsqueeze(1)], dim=1
+        )  # (B, S + 1 + K + 5, E)
         tokens = self.tokenize(vectors.reshape(b, -1)).reshape(b, self.arch.n_tokens, self.arch.width)
         for block in self.blocks:
             tokens = block(tokens)  # (B, T, D)

@@ -112,7 +112,7 @@ def test_student_learns_a_history_signal(vocab) -> None:
     assert stats.distill_matched_fraction is None
     held_out = make_frame(vocab, 2000, seed=8)
     scores = predict_logits(model, held_out, history_len=4, batch_size=512, device=CPU)["main"]
-    assert auc(scores, held_out["label"].to_numpy()) > 0.65
+    assert auc(scores, held_out["label"].to_numpy()) > 0.6  # Bayes limit ≈ 0.80, untrained ≈ 0.5
 
 
 def test_distilled_student_reports_loss_magnitudes(vocab) -> None:

@@ -40,16 +40,21 @@ def ensure_dagster_home(home: Path) -> Path:
     return dagster_home
 
 
+# Our own variable, not MLFLOW_TRACKING_URI: mlflow.set_tracking_uri() writes that one into the
+# process environment, which would leak one pipeline's store into the next in the same process.
+MLFLOW_URI_ENV = "RECDISTILL_MLFLOW_URI"
+
+
 def mlflow_tracking_uri(home: Path) -> str:
-    """`MLFLOW_TRACKING_URI` if set (e.g. an MLflow server), else SQLite in the state folder."""
-    configured = os.environ.get("MLFLOW_TRACKING_URI")
+    """`RECDISTILL_MLFLOW_URI` if set (e.g. an MLflow server), else SQLite in the state folder."""
+    configured = os.environ.get(MLFLOW_URI_ENV)
     if configured:
         return configured
     return f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
 
 
 def mlflow_artifact_location(home: Path) -> str | None:
-    if os.environ.get("MLFLOW_TRACKING_URI"):
+    if os.environ.get(MLFLOW_URI_ENV):
         return None  # the server decides where artifacts go
     return (home / "mlflow" / "artifacts").as_uri()
 

@@ -8,7 +8,7 @@ import pytest
 
 os.environ.setdefault("MPLCONFIGDIR", os.path.join(tempfile.gettempdir(), "recdistill-test-mpl"))
 # Tests never talk to a user's MLflow server or store, whatever the shell exports.
-for variable in ("MLFLOW_TRACKING_URI", "RECDISTILL_STORE_URL", "RECDISTILL_HOME"):
+for variable in ("RECDISTILL_MLFLOW_URI", "RECDISTILL_STORE_URL", "RECDISTILL_HOME"):
     os.environ.pop(variable, None)
 
 from recdistill_dagster.config import DEFAULT_MOVIELENS_PATH, MOVIELENS_ENV  # noqa: E402

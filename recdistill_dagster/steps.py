@@ -32,7 +32,7 @@ from models.training import (
     train_teacher,
 )
 from recdistill_dagster import layout
-from recdistill_dagster.config import PipelineConfig, SamplingPolicy
+from recdistill_dagster.config import OptimConfig, PipelineConfig, SamplingPolicy
 from recdistill_dagster.data.join import join_stats, join_student_dataset
 from recdistill_dagster.data.sampling import sample_stream
 from recdistill_dagster.data.schema import (
@@ -195,6 +195,62 @@ def _device(config: PipelineConfig) -> torch.device:
     return resolve_device(config.runtime.device)
 
 
+@dataclass
+class ChainStart:
+    """Where a self-dependent chain continues from: the previous day's checkpoint, if any."""
+
+    previous: date | None
+    parent_snapshot: str | None = None
+    start_step: int = 0
+    samples_before: int = 0
+
+
+def _continue_chain(config: PipelineConfig, store: ArtifactStore, role: str, partition: date,
+                    model: torch.nn.Module, optimizer: torch.optim.Optimizer, arch: dict[str, Any]) -> ChainStart:
+    """Restore model and optimizer from yesterday's checkpoint (none for the batch partition)."""
+    previous = previous_partition(config, partition)
+    if previous is None:
+        return ChainStart(previous=None)
+    parent = load_checkpoint(store, role, previous)
+    _check_same_arch(parent, arch, role, partition)
+    restore(model, optimizer, parent.payload)
+    return ChainStart(previous=previous, parent_snapshot=parent.meta["snapshot_id"],
+                      start_step=int(parent.meta["global_step"]),
+                      samples_before=int(parent.meta["samples_seen_total"]))
+
+
+def _phase_schedule(optim: OptimConfig, batch: bool) -> dict[str, int]:
+    """The batch phase trains to convergence (more epochs, optionally bigger batches)."""
+    if batch:
+        return {"epochs": optim.batch_phase_epochs, "batch_size": optim.batch_phase_batch_size or optim.batch_size}
+    return {"epochs": optim.streaming_epochs, "batch_size": optim.batch_size}
+
+
+def _checkpoint_meta(config: PipelineConfig, role: str, partition: date, snapshot: str, chain: ChainStart,
+                     days: list[date], stats: TrainStats, identity: "RunIdentity", arch: dict[str, Any],
+                     section: dict[str, Any], upstream_table: str, **extra: Any) -> dict[str, Any]:
+    """Lineage and provenance saved inside every checkpoint (JSON-able, weights_only-safe)."""
+    return {
+        "role": role,
+        "partition": partition.isoformat(),
+        "phase": "batch" if chain.previous is None else "streaming",
+        "snapshot_id": snapshot,
+        "parent_snapshot": chain.parent_snapshot,
+        "trained_days": [d.isoformat() for d in days],
+        "upstream": {upstream_table: [d.isoformat() for d in days],
+                     f"{role}_checkpoint": chain.previous.isoformat() if chain.previous else None},
+        "global_step": chain.start_step + stats.steps,
+        "samples_seen_total": chain.samples_before + stats.samples,
+        "dagster_run_id": identity.dagster_run_id,
+        "mlflow_run_id": identity.mlflow_run_id,
+        "arch": arch,
+        "profile": config.profile,
+        "config_fingerprint": config_fingerprint(section),
+        "created_at": datetime.now(UTC).isoformat(),
+        **extra,
+    }
+
+
 # --------------------------------------------------------------------------- teacher
 
 
@@ -237,15 +293,7 @@ def train_teacher_partition(
     optim_cfg = config.teacher.optim
     optimizer = make_optimizer(model, optim_cfg)
     arch = config.teacher.arch.model_dump(mode="json")
-    previous = previous_partition(config, partition)
-    parent_snapshot, start_step, samples_before = None, 0, 0
-    if previous is not None:
-        parent = load_checkpoint(store, "teacher", previous)
-        _check_same_arch(parent, arch, "teacher", partition)
-        restore(model, optimizer, parent.payload)
-        parent_snapshot = parent.meta["snapshot_id"]
-        start_step = int(parent.meta["global_step"])
-        samples_before = int(parent.meta["samples_seen_total"])
+    chain = _continue_chain(config, store, "teacher", partition, model, optimizer, arch)
     batch = is_batch_partition(config, partition)
     snapshot = snapshot_id("teacher", partition, identity.dagster_run_id)
     loaders = [
@@ -254,12 +302,11 @@ def train_teacher_partition(
     ]
     stats, logits_by_day = train_teacher(
         model, optimizer, loaders,
-        epochs=optim_cfg.batch_phase_epochs if batch else optim_cfg.streaming_epochs,
-        batch_size=(optim_cfg.batch_phase_batch_size or optim_cfg.batch_size) if batch else optim_cfg.batch_size,
+        **_phase_schedule(optim_cfg, batch),
         record_epoch=config.teacher.record_epoch,
         snapshot_id=snapshot,
         teacher_policy=config.sampling.teacher,
-        start_step=start_step,
+        start_step=chain.start_step,
         seed=config.teacher.seed + config.calendar.day_index(partition),
         device=device,
         grad_clip=optim_cfg.grad_clip,
@@ -275,29 +322,13 @@ def train_teacher_partition(
         logit_urls[d.isoformat()] = store.write_parquet(layout.teacher_logits_path(partition, d), frame)
         all_logits.append(frame["teacher_logit"].to_numpy())
     logits = np.concatenate(all_logits) if all_logits else np.zeros(0, dtype=np.float32)
-    meta = {
-        "role": "teacher",
-        "partition": partition.isoformat(),
-        "phase": "batch" if batch else "streaming",
-        "snapshot_id": snapshot,
-        "parent_snapshot": parent_snapshot,
-        "trained_days": [d.isoformat() for d in days],
-        "upstream": {"teacher_samples": [d.isoformat() for d in days],
-                     "teacher_checkpoint": previous.isoformat() if previous else None},
-        "global_step": start_step + stats.steps,
-        "samples_seen_total": samples_before + stats.samples,
-        "dagster_run_id": identity.dagster_run_id,
-        "mlflow_run_id": identity.mlflow_run_id,
-        "arch": arch,
-        "profile": config.profile,
-        "config_fingerprint": config_fingerprint(config.teacher.model_dump(mode="json")),
-        "created_at": datetime.now(UTC).isoformat(),
-    }
+    meta = _checkpoint_meta(config, "teacher", partition, snapshot, chain, days, stats, identity, arch,
+                            config.teacher.model_dump(mode="json"), "teacher_samples")
     checkpoint_url = store.write_bytes(
         layout.checkpoint_path("teacher", partition), checkpoint_bytes(model, optimizer, meta)
     )
     return TeacherStepResult(
-        partition=partition, snapshot_id=snapshot, parent_snapshot=parent_snapshot,
+        partition=partition, snapshot_id=snapshot, parent_snapshot=chain.parent_snapshot,
         phase=meta["phase"], days=days, stats=stats, checkpoint_url=checkpoint_url,
         logit_urls=logit_urls, n_logits=int(logits.size),
         logit_mean=float(logits.mean()) if logits.size else math.nan,
@@ -400,26 +431,17 @@ def train_student_partition(
     optim_cfg = config.student.optim
     optimizer = make_optimizer(model, optim_cfg)
     arch = config.student.arch.model_dump(mode="json")
-    previous = previous_partition(config, partition)
-    parent_snapshot, start_step, samples_before = None, 0, 0
-    if previous is not None:
-        parent = load_checkpoint(store, variant, previous)
-        _check_same_arch(parent, arch, variant, partition)
-        restore(model, optimizer, parent.payload)
-        parent_snapshot = parent.meta["snapshot_id"]
-        start_step = int(parent.meta["global_step"])
-        samples_before = int(parent.meta["samples_seen_total"])
+    chain = _continue_chain(config, store, variant, partition, model, optimizer, arch)
     loaders = [
         (d, lambda rel=rel, d=d: _load_validated(store, rel, table, d))
         for d, rel in zip(days, relatives, strict=True)
     ]
     stats = train_student(
         model, optimizer, loaders,
-        epochs=optim_cfg.batch_phase_epochs if batch else optim_cfg.streaming_epochs,
-        batch_size=(optim_cfg.batch_phase_batch_size or optim_cfg.batch_size) if batch else optim_cfg.batch_size,
+        **_phase_schedule(optim_cfg, batch),
         distill=distill_cfg if distilled else None,
         towers=config.student.arch.towers,
-        start_step=start_step,
+        start_step=chain.start_step,
         seed=config.student.seed + config.calendar.day_index(partition),
         device=device,
         grad_clip=optim_cfg.grad_clip,
@@ -434,32 +456,14 @@ def train_student_partition(
         )
         teacher_snapshots = sorted(snapshots.collect()["teacher_snapshot"].to_list())
     snapshot = snapshot_id(variant, partition, identity.dagster_run_id)
-    upstream_table = "student_dataset" if variant == "student" else "student_samples"
-    meta = {
-        "role": variant,
-        "partition": partition.isoformat(),
-        "phase": "batch" if batch else "streaming",
-        "snapshot_id": snapshot,
-        "parent_snapshot": parent_snapshot,
-        "distilled": distilled,
-        "trained_days": [d.isoformat() for d in days],
-        "upstream": {upstream_table: [d.isoformat() for d in days],
-                     f"{variant}_checkpoint": previous.isoformat() if previous else None},
-        "teacher_snapshots": teacher_snapshots,
-        "global_step": start_step + stats.steps,
-        "samples_seen_total": samples_before + stats.samples,
-        "dagster_run_id": identity.dagster_run_id,
-        "mlflow_run_id": identity.mlflow_run_id,
-        "arch": arch,
-        "profile": config.profile,
-        "config_fingerprint": config_fingerprint(config.student.model_dump(mode="json")),
-        "created_at": datetime.now(UTC).isoformat(),
-    }
+    meta = _checkpoint_meta(config, variant, partition, snapshot, chain, days, stats, identity, arch,
+                            config.student.model_dump(mode="json"), table, distilled=distilled,
+                            teacher_snapshots=teacher_snapshots)
     checkpoint_url = store.write_bytes(
         layout.checkpoint_path(variant, partition), checkpoint_bytes(model, optimizer, meta)
     )
     return StudentStepResult(
-        partition=partition, variant=variant, snapshot_id=snapshot, parent_snapshot=parent_snapshot,
+        partition=partition, variant=variant, snapshot_id=snapshot, parent_snapshot=chain.parent_snapshot,
         phase=meta["phase"], days=days, stats=stats, checkpoint_url=checkpoint_url,
         teacher_snapshots=teacher_snapshots, distilled=distilled,
         n_parameters=sum(p.numel() for p in model.parameters()), model=model, meta=meta,

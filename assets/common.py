@@ -6,8 +6,8 @@ from datetime import date
 from typing import Any
 
 from dagster import AssetExecutionContext, MetadataValue
-from models.training import TrainStats
 
+from models.training import TrainStats
 from recdistill_dagster.partitions import parse_day
 
 GROUP_DATA = "data"

@@ -29,8 +29,9 @@ install: $(VENV)/.installed
 run: install  ## materialize the whole graph for $(PROFILE) in date order and print the summary
 	$(PY) -m recdistill_dagster run --profile $(PROFILE)
 
-movielens: install  ## the same graph on MovieLens 100K (3 streaming days)
-	$(MAKE) run PROFILE=movielens
+movielens: install  ## the same graph on MovieLens 100K (3 streaming days), state in .state/movielens
+	RECDISTILL_PROFILE=movielens RECDISTILL_HOME=$(CURDIR)/.state/movielens \
+		DAGSTER_HOME=$(CURDIR)/.state/movielens/dagster $(PY) -m recdistill_dagster run --profile movielens
 
 test: install  ## unit + integration tests (tiny profile through Dagster)
 	$(PY) -m pytest -q

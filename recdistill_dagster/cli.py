@@ -2,6 +2,7 @@
 
     python -m recdistill_dagster run --profile demo
     python -m recdistill_dagster summary --profile demo
+    python -m recdistill_dagster lineage student_checkpoint 2026-01-10 [--json]
 
 Runs go through Dagster (`execute_in_process` on the instance under DAGSTER_HOME), so every
 materialization is in the event log and visible in `dagster dev` afterwards.
@@ -103,13 +104,31 @@ def run_pipeline(profile: str, config_file: str | None, until: date | None = Non
     return 0
 
 
+def lineage(profile: str, config_file: str | None, asset: str, day: date, as_json: bool) -> int:
+    import json
+
+    from dagster import DagsterInstance
+
+    from recdistill_dagster.lineage import render, to_json, trace
+
+    config = load_config(profile, config_file)
+    ensure_dagster_home(state_home(profile))
+    nodes = trace(DagsterInstance.get(), config, asset, day)
+    print(json.dumps(to_json(asset, day, nodes), indent=2, default=str) if as_json else render(asset, day, nodes))
+    return 0 if all(node.materialized for node in nodes) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="recdistill", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="materialize the whole graph in date order")
     summary = sub.add_parser("summary", help="print the transferability table of the reports written so far")
-    for command in (run, summary):
+    audit = sub.add_parser("lineage", help="print the upstream chain of one partition from Dagster's event log")
+    audit.add_argument("asset")
+    audit.add_argument("day", type=date.fromisoformat)
+    audit.add_argument("--json", action="store_true", help="machine-readable output")
+    for command in (run, summary, audit):
         command.add_argument("--profile", default=active_profile())
         command.add_argument("--config", dest="config_file", default=None, help="YAML file of overrides")
     run.add_argument("--until", type=date.fromisoformat, default=None, help="last training day to run")
@@ -117,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return run_pipeline(args.profile, args.config_file, args.until)
+        if args.command == "lineage":
+            return lineage(args.profile, args.config_file, args.asset, args.day, args.json)
         config = load_config(args.profile, args.config_file)
         print(summary_table(_load_reports(config, state_home(args.profile))))
         return 0

@@ -169,6 +169,31 @@ def test_streaming_day_without_previous_checkpoint_fails_clearly(tmp_path: Path,
     assert f"_checkpoint partition {day - timedelta(days=1)} has not been materialized" in message
 
 
+def test_lineage_audit_reads_the_event_log(pipeline: Pipeline) -> None:
+    import io
+
+    from recdistill_dagster.lineage import to_json, trace
+
+    day = TRAINING_DAYS[-1]
+    nodes = trace(pipeline.instance, CONFIG, "student_checkpoint", day)
+    audit = to_json("student_checkpoint", day, nodes)
+    assert audit["complete"]
+    keys = {node["asset"] + "[" + node["partition"] + "]" for node in audit["nodes"]}
+    for training_day in TRAINING_DAYS:  # the whole self-dependent chain back to the batch phase
+        assert f"student_checkpoint[{training_day}]" in keys
+        assert f"teacher_logits[{training_day}]" in keys
+    for data_day in CONFIG.calendar.batch_window():
+        assert f"student_samples[{data_day}]" in keys
+    expected_snapshots, by_key = set(), {n.key: n for n in nodes}
+    for training_day in TRAINING_DAYS:
+        raw = (pipeline.home / layout.checkpoint_path("teacher", training_day)).read_bytes()
+        meta = torch.load(io.BytesIO(raw), weights_only=True)["meta"]
+        expected_snapshots.add(meta["snapshot_id"])
+        assert by_key[f"teacher_logits[{training_day}]"].run_id == meta["dagster_run_id"]
+    assert set(audit["teacher_snapshots"]) == expected_snapshots
+    assert nodes[0].key == f"student_checkpoint[{day}]" and nodes[0].upstream
+
+
 def test_rematerializing_a_partition_replaces_it(pipeline: Pipeline) -> None:
     day = TRAINING_DAYS[-1]
     before = json.loads((pipeline.home / layout.report_path(day)).read_text())

@@ -62,6 +62,6 @@ def test_nan_teacher_logits() -> None:
 def test_corrupted_checkpoint_names_the_partition(tmp_path: Path) -> None:
     store = ArtifactStore(base_url=str(tmp_path))
     store.write_bytes("checkpoints/teacher/2026-01-02.pt", b"not a checkpoint")
-    with pytest.raises(PipelineStepError, match="teacher_checkpoint partition 2026-01-02 .* is unreadable"):
+    with pytest.raises(PipelineStepError, match=r"teacher_checkpoint partition 2026-01-02 .* is unreadable"):
         load_checkpoint(store, "teacher", date(2026, 1, 2))
     assert (tmp_path / "checkpoints/teacher/2026-01-02.pt").read_bytes() == b"not a checkpoint"  # nothing lost

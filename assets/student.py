@@ -1,6 +1,9 @@
 """Student side: the joined dataset, the distilled student and the no-teacher baseline."""
 
 from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
     AssetDep,
     AssetExecutionContext,
     DataVersion,
@@ -25,6 +28,7 @@ from recdistill_dagster.steps import (
     RunIdentity,
     StudentVariant,
     build_student_dataset_partition,
+    coverage_verdict,
     serving_example,
     snapshot_id,
     train_student_partition,
@@ -95,6 +99,8 @@ def _train_student_asset(
             **train_stats_metadata(stats),
             "task_loss": MetadataValue.float(float(stats.task_loss)) if stats.task_loss is not None else None,
             "distill_loss": MetadataValue.float(float(stats.distill_loss)) if stats.distill_loss is not None else None,
+            "distill_matched_fraction": (MetadataValue.float(stats.distill_matched_fraction)
+                                         if stats.distill_matched_fraction is not None else None),
             "n_parameters": result.n_parameters,
             "global_step": result.meta["global_step"],
             "dagster_run_id": context.run.run_id,
@@ -115,6 +121,11 @@ def build_student_assets(partitions: PipelinePartitions) -> list:
         group_name=GROUP_STUDENT,
         kinds={"polars", "parquet"},
         owners=OWNERS,
+        check_specs=[AssetCheckSpec(
+            "join_coverage", asset="student_dataset", blocking=True,
+            description="Share of student rows with a teacher logit: warns below join.coverage_warn, fails "
+                        "(and blocks the student's training) below join.coverage_floor.",
+        )],
         description=(
             "The student's sampled rows left-joined with the recorded teacher logits by sample_id. Rows "
             "without a logit are kept (task loss only); coverage and matched/unmatched label rates are "
@@ -123,8 +134,12 @@ def build_student_assets(partitions: PipelinePartitions) -> list:
     )
     def student_dataset(context: AssetExecutionContext, settings: PipelineSettings,
                         store: ArtifactStore) -> MaterializeResult:
-        result = build_student_dataset_partition(settings.config(), store, partition_day(context))
+        config = settings.config()
+        result = build_student_dataset_partition(config, store, partition_day(context))
         stats = result.stats
+        verdict = coverage_verdict(config, float(stats["coverage"]))
+        if not verdict.passed:
+            context.log.warning(f"student_dataset {context.partition_key}: {verdict.message}")
         context.log.info(f"student_dataset {context.partition_key}: {stats}")
         summary = markdown_table(
             [
@@ -137,7 +152,17 @@ def build_student_assets(partitions: PipelinePartitions) -> list:
             ],
             header=(f"student_dataset {context.partition_key}", ""),
         )
+        check = AssetCheckResult(
+            check_name="join_coverage",
+            passed=verdict.passed,
+            severity=AssetCheckSeverity.ERROR if verdict.blocking else AssetCheckSeverity.WARN,
+            description=verdict.message,
+            metadata={"coverage": float(stats["coverage"]), "warn_below": config.join.coverage_warn,
+                      "fail_below": config.join.coverage_floor, "matched_rows": stats["n_matched"],
+                      "rows": stats["n_rows"]},
+        )
         return MaterializeResult(
+            check_results=[check],
             data_version=DataVersion(",".join(result.teacher_snapshots) or "no-teacher"),
             metadata={
                 "dagster/row_count": stats["n_rows"],

@@ -261,6 +261,32 @@ class RuntimeConfig(StrictModel):
     log_every_steps: int = Field(100, ge=1)
 
 
+class JoinConfig(StrictModel):
+    """Join coverage of the student dataset: below `coverage_warn` the check warns, below
+    `coverage_floor` it fails and blocks the student's training for the day."""
+
+    coverage_warn: float = Field(0.95, ge=0.0, le=1.0)
+    coverage_floor: float = Field(0.5, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "JoinConfig":
+        if self.coverage_floor > self.coverage_warn:
+            raise ValueError("join.coverage_floor must not exceed join.coverage_warn")
+        return self
+
+
+class FaultConfig(StrictModel):
+    """Fault injection for drills and scenario tests; everything is off by default."""
+
+    # Fraction of teacher logit records lost between the teacher and the student's join.
+    drop_logit_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    drop_logit_days: tuple[date, ...] = ()  # empty: every day
+    seed: int = 17
+
+    def drops_logits_on(self, day: date) -> bool:
+        return self.drop_logit_fraction > 0 and (not self.drop_logit_days or day in self.drop_logit_days)
+
+
 class PipelineConfig(StrictModel):
     profile: str = "custom"
     data: DataSourceConfig = SyntheticWorldConfig()
@@ -269,6 +295,8 @@ class PipelineConfig(StrictModel):
     teacher: TeacherConfig = TeacherConfig()
     student: StudentConfig = StudentConfig()
     eval: EvalConfig = EvalConfig()
+    join: JoinConfig = JoinConfig()
+    faults: FaultConfig = FaultConfig()
     runtime: RuntimeConfig = RuntimeConfig()
 
     @model_validator(mode="after")

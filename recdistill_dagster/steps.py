@@ -33,7 +33,7 @@ from models.training import (
 )
 from recdistill_dagster import layout
 from recdistill_dagster.config import OptimConfig, PipelineConfig, SamplingPolicy
-from recdistill_dagster.data.join import join_stats, join_student_dataset
+from recdistill_dagster.data.join import drop_logit_fraction, join_stats, join_student_dataset
 from recdistill_dagster.data.sampling import sample_stream
 from recdistill_dagster.data.schema import (
     SAMPLE_SCHEMA,
@@ -341,6 +341,24 @@ def train_teacher_partition(
 
 
 @dataclass
+class CoverageVerdict:
+    passed: bool
+    blocking: bool  # below the hard floor: the student must not train on this partition
+    message: str
+
+
+def coverage_verdict(config: PipelineConfig, coverage: float) -> CoverageVerdict:
+    warn, floor = config.join.coverage_warn, config.join.coverage_floor
+    if coverage >= warn:
+        return CoverageVerdict(True, False, f"join coverage {coverage:.3f} ≥ {warn}")
+    if coverage >= floor:
+        return CoverageVerdict(False, False, f"join coverage {coverage:.3f} below the warning level {warn}; "
+                               "rows without a teacher logit train on the task loss only")
+    return CoverageVerdict(False, True, f"join coverage {coverage:.3f} below the hard floor {floor}: "
+                           "the student will not train on this partition")
+
+
+@dataclass
 class StudentDatasetResult:
     partition: date
     days: list[date]
@@ -365,7 +383,12 @@ def build_student_dataset_partition(
             )
         samples = store.scan_parquet(layout.samples_path("student", d), what=f"student_samples {d}")
         check_schema(samples, SAMPLE_SCHEMA, table="student_samples", partition=d.isoformat())
-        joined = join_student_dataset(samples, store.scan_parquet(logits_rel, what=f"teacher_logits {d}"))
+        logits = store.scan_parquet(logits_rel, what=f"teacher_logits {d}")
+        faults = config.faults
+        if faults.drops_logits_on(d):  # drill: records lost between teacher and join
+            logits = drop_logit_fraction(logits.collect(), faults.drop_logit_fraction,
+                                         seed=faults.seed + config.calendar.day_index(d)).lazy()
+        joined = join_student_dataset(samples, logits)
         urls[d.isoformat()] = store.sink_parquet(layout.student_dataset_path(partition, d), joined)
     dataset = pl.concat(
         [store.scan_parquet(layout.student_dataset_path(partition, d)) for d in days], how="vertical"

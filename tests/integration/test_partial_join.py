@@ -1,0 +1,64 @@
+"""Partial joins: lost teacher logits are masked in training, reported, and checked."""
+
+from pathlib import Path
+
+import pytest
+from dagster import AssetCheckSeverity, AssetKey, DagsterInstance
+
+from recdistill_dagster.config import load_config
+from recdistill_dagster.definitions import DAILY_TRAINING_JOB, SAMPLE_STREAMS_JOB, build_definitions
+
+pytestmark = pytest.mark.integration
+
+
+def _run(tmp_path: Path, overrides: str):
+    config_file = tmp_path / "faults.yaml"
+    config_file.write_text(overrides)
+    config = load_config("tiny", config_file)
+    defs = build_definitions("tiny", tmp_path / "home", str(config_file))
+    instance = DagsterInstance.ephemeral()
+    batch, first_streaming = config.calendar.training_days()[:2]
+    for day in config.calendar.data_days()[:4]:
+        assert defs.resolve_job_def(SAMPLE_STREAMS_JOB).execute_in_process(
+            partition_key=day.isoformat(), instance=instance).success
+    assert defs.resolve_job_def(DAILY_TRAINING_JOB).execute_in_process(
+        partition_key=batch.isoformat(), instance=instance).success
+    result = defs.resolve_job_def(DAILY_TRAINING_JOB).execute_in_process(
+        partition_key=first_streaming.isoformat(), instance=instance, raise_on_error=False)
+    return instance, first_streaming, result
+
+
+def _latest_metadata(instance: DagsterInstance, asset: str, partition: str) -> dict:
+    for record in instance.fetch_materializations(AssetKey(asset), limit=50).records:
+        mat = record.asset_materialization
+        if mat is not None and mat.partition == partition:
+            return {k: v.value for k, v in mat.metadata.items()}
+    raise AssertionError(f"{asset} {partition} not materialized")
+
+
+def test_dropped_logits_warn_and_train_on_task_loss_only(tmp_path: Path) -> None:
+    overrides = "faults: {drop_logit_fraction: 0.3, drop_logit_days: [2026-01-03]}\n"
+    instance, day, result = _run(tmp_path, overrides)
+    assert result.success
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert not evaluation.passed and evaluation.severity == AssetCheckSeverity.WARN
+    dataset = _latest_metadata(instance, "student_dataset", day.isoformat())
+    assert dataset["join_coverage"] == pytest.approx(0.7, abs=0.01)
+    assert dataset["unmatched_label_rate"] is not None  # rows kept, not dropped
+    assert dataset["dagster/row_count"] > dataset["matched_rows"]
+    student = _latest_metadata(instance, "student_checkpoint", day.isoformat())
+    assert student["train_samples"] == dataset["dagster/row_count"]  # every row trained (task loss)
+    assert student["distill_matched_fraction"] == pytest.approx(0.7, abs=0.01)  # distill loss masked
+
+
+def test_coverage_below_the_floor_blocks_the_student(tmp_path: Path) -> None:
+    overrides = ("faults: {drop_logit_fraction: 0.6, drop_logit_days: [2026-01-03]}\n"
+                 "join: {coverage_warn: 0.95, coverage_floor: 0.5}\n")
+    instance, day, result = _run(tmp_path, overrides)
+    assert not result.success
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert not evaluation.passed and evaluation.severity == AssetCheckSeverity.ERROR
+    assert day.isoformat() in instance.get_materialized_partitions(AssetKey("student_dataset"))
+    assert day.isoformat() not in instance.get_materialized_partitions(AssetKey("student_checkpoint"))
+    # The teacher and the baseline do not depend on the join and still trained.
+    assert day.isoformat() in instance.get_materialized_partitions(AssetKey("teacher_checkpoint"))

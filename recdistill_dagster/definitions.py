@@ -26,6 +26,7 @@ from recdistill_dagster.home import (
     store_url,
 )
 from recdistill_dagster.partitions import build_partitions
+from recdistill_dagster.schedules import TRAINING_LANE_TAG, build_schedules
 from resources import ArtifactStore, MlflowTracking, PipelineSettings, RecDataSource
 
 # allow_nonexistent_upstream_partitions (the self-dependency's first day) is flagged beta.
@@ -63,6 +64,7 @@ def build_definitions(profile: str | None = None, home: Path | None = None,
             DAILY_TRAINING_JOB,
             selection=AssetSelection.groups(GROUP_TEACHER, GROUP_STUDENT, GROUP_EVALUATION),
             partitions_def=partitions.training,
+            tags={TRAINING_LANE_TAG: "training"},
             description=(
                 "One training partition end to end: teacher (+ recorded logits), student dataset, "
                 "distilled and baseline students, transferability report."
@@ -72,6 +74,7 @@ def build_definitions(profile: str | None = None, home: Path | None = None,
     return Definitions(
         assets=build_all_assets(partitions),
         jobs=jobs,
+        schedules=build_schedules(config.calendar, SAMPLE_STREAMS_JOB, DAILY_TRAINING_JOB),
         resources=resources,
         # Steps share one process: the multiprocess executor re-imports torch per step (seconds each).
         executor=in_process_executor,

@@ -16,6 +16,14 @@ telemetry:
   enabled: false
 nux:
   enabled: false
+# One run of the training lane at a time: the chain is self-dependent, so a scheduled run and a
+# backfill (or two job-backfill runs) must never train days concurrently.
+run_queue:
+  max_concurrent_runs: 4
+  tag_concurrency_limits:
+    - key: "recdistill/lane"
+      value: "training"
+      limit: 1
 """
 
 

@@ -14,7 +14,7 @@ export RECDISTILL_HOME
 export DAGSTER_HOME ?= $(RECDISTILL_HOME)/dagster
 export MPLCONFIGDIR ?= $(CURDIR)/.state/.matplotlib
 
-.PHONY: install run test test-slow test-movielens lint validate ui mlflow-ui movielens clean-state
+.PHONY: install run test lint validate ui mlflow-ui movielens clean-state
 
 # torch first, pinned: it takes the local CPU wheel; the project's range then installs nothing more.
 $(VENV)/.installed: pyproject.toml
@@ -35,9 +35,6 @@ movielens: install  ## the same graph on MovieLens 100K (3 streaming days), stat
 
 test: install  ## unit + integration tests (tiny profile through Dagster)
 	$(PY) -m pytest -q
-
-test-slow: install  ## slower end-to-end scenarios
-	$(PY) -m pytest -q -m slow
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -85,10 +85,3 @@ def markdown_table(rows: list[tuple[str, Any]], header: tuple[str, str] = ("", "
     lines += [f"| {name} | {value} |" for name, value in rows]
     return "\n".join(lines)
 
-
-def fmt(value: float | None, digits: int = 4) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def fmt_ci(ci: list[float] | tuple[float, float] | None, digits: int = 4) -> str:
-    return "n/a" if ci is None else f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"

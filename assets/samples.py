@@ -2,8 +2,9 @@
 
 from dagster import AssetExecutionContext, AssetSpec, MaterializeResult, MetadataValue, multi_asset
 
-from assets.common import GROUP_DATA, OWNERS, fmt, markdown_table, partition_day
+from assets.common import GROUP_DATA, OWNERS, markdown_table, partition_day
 from recdistill_dagster.partitions import PipelinePartitions
+from recdistill_dagster.reporting import fmt
 from recdistill_dagster.steps import materialize_sample_streams
 from resources import ArtifactStore, PipelineSettings, RecDataSource
 

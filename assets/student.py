@@ -15,7 +15,6 @@ from dagster import (
 from assets.common import (
     GROUP_STUDENT,
     OWNERS,
-    fmt,
     markdown_table,
     mlflow_tags,
     partition_day,
@@ -24,6 +23,7 @@ from assets.common import (
     train_stats_metrics,
 )
 from recdistill_dagster.partitions import PREVIOUS_DAY, SAME_DAY, PipelinePartitions
+from recdistill_dagster.reporting import fmt
 from recdistill_dagster.steps import (
     RunIdentity,
     StudentVariant,

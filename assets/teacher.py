@@ -13,7 +13,6 @@ from dagster import (
 from assets.common import (
     GROUP_TEACHER,
     OWNERS,
-    fmt,
     markdown_table,
     mlflow_tags,
     partition_day,
@@ -22,6 +21,7 @@ from assets.common import (
     train_stats_metrics,
 )
 from recdistill_dagster.partitions import PREVIOUS_DAY, SAME_DAY, PipelinePartitions
+from recdistill_dagster.reporting import fmt
 from recdistill_dagster.steps import RunIdentity, snapshot_id, train_teacher_partition
 from resources import ArtifactStore, MlflowTracking, PipelineSettings, RecDataSource
 

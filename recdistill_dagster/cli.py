@@ -18,14 +18,7 @@ from typing import Any
 
 from recdistill_dagster.config import ConfigError, PipelineConfig, load_config
 from recdistill_dagster.home import active_profile, ensure_dagster_home, mlflow_tracking_uri, state_home
-
-
-def _fmt(value: float | None, digits: int = 4) -> str:
-    return "   n/a" if value is None else f"{value:.{digits}f}"
-
-
-def _fmt_ci(ci: list[float] | None) -> str:
-    return "n/a" if ci is None else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
+from recdistill_dagster.reporting import fmt, fmt_ci
 
 
 def summary_table(reports: list[dict[str, Any]]) -> str:
@@ -35,19 +28,19 @@ def summary_table(reports: list[dict[str, Any]]) -> str:
     for r in reports:
         c = r["cumulative"]
         lines.append(
-            f"{r['day']:<10}  {_fmt(r['teacher_auc']):>7}  {_fmt(r['student_raw_auc']):>7}  "
-            f"{_fmt(r['student_distill_auc']):>7}  {_fmt(r['student_aux_auc']):>7}  {_fmt(r['bayes_auc']):>7}  "
-            f"{_fmt(r['teacher_gain']):>7}  {_fmt(r['eta'], 2):>6}  {_fmt_ci(r['eta_ci']):<14}  "
-            f"{_fmt(c['eta'], 2):>7}  {_fmt_ci(c['eta_ci']):<14}"
+            f"{r['day']:<10}  {fmt(r['teacher_auc']):>7}  {fmt(r['student_raw_auc']):>7}  "
+            f"{fmt(r['student_distill_auc']):>7}  {fmt(r['student_aux_auc']):>7}  {fmt(r['bayes_auc']):>7}  "
+            f"{fmt(r['teacher_gain']):>7}  {fmt(r['eta'], 2):>6}  {fmt_ci(r['eta_ci'], 2):<14}  "
+            f"{fmt(c['eta'], 2):>7}  {fmt_ci(c['eta_ci'], 2):<14}"
         )
     if reports:
         last = reports[-1]["cumulative"]
         lines.append("")
         lines.append(
             f"cumulative over {len(last['days'])} report day(s), {last['n_eval']:,} evaluation rows: "
-            f"teacher gain {_fmt(last['teacher_gain'])} {_fmt_ci(last['teacher_gain_ci'])}, "
-            f"distillation gain {_fmt(last['distill_gain'])} {_fmt_ci(last['distill_gain_ci'])}, "
-            f"eta {_fmt(last['eta'], 3)} {_fmt_ci(last['eta_ci'])}"
+            f"teacher gain {fmt(last['teacher_gain'])} {fmt_ci(last['teacher_gain_ci'])}, "
+            f"distillation gain {fmt(last['distill_gain'])} {fmt_ci(last['distill_gain_ci'])}, "
+            f"eta {fmt(last['eta'], 3)} {fmt_ci(last['eta_ci'], 3)}"
             + (f" ({last['eta_note']})" if last.get("eta_note") else "")
         )
     return "\n".join(lines)

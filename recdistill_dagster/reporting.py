@@ -16,11 +16,12 @@ import matplotlib.pyplot as plt
 REPORT_KEYS = ("teacher_auc", "student_raw_auc", "student_distill_auc", "student_aux_auc", "bayes_auc")
 
 
-def _fmt(value: float | None, digits: int = 4) -> str:
+def fmt(value: float | None, digits: int = 4) -> str:
+    """A number for people: fixed digits, "n/a" when absent (e.g. η when not measurable)."""
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def _fmt_ci(ci: list[float] | None, digits: int = 4) -> str:
+def fmt_ci(ci: list[float] | tuple[float, float] | None, digits: int = 4) -> str:
     return "n/a" if ci is None else f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
 
 
@@ -82,14 +83,14 @@ def report_markdown(report: dict[str, Any], png: bytes | None = None) -> str:
         "| | day | cumulative |",
         "|---|---|---|",
     ]
-    lines += [f"| {label} | {_fmt(report.get(key))} | {_fmt(cumulative.get(key))} |" for label, key in rows]
+    lines += [f"| {label} | {fmt(report.get(key))} | {fmt(cumulative.get(key))} |" for label, key in rows]
     lines += [
-        f"| teacher gain ΔGain_scale | {_fmt(report['teacher_gain'])} {_fmt_ci(report['teacher_gain_ci'])} "
-        f"| {_fmt(cumulative['teacher_gain'])} {_fmt_ci(cumulative['teacher_gain_ci'])} |",
-        f"| distillation gain ΔGain_distill | {_fmt(report['distill_gain'])} {_fmt_ci(report['distill_gain_ci'])} "
-        f"| {_fmt(cumulative['distill_gain'])} {_fmt_ci(cumulative['distill_gain_ci'])} |",
-        f"| **η** | **{_fmt(report['eta'], 3)}** {_fmt_ci(report['eta_ci'], 3)} "
-        f"| **{_fmt(cumulative['eta'], 3)}** {_fmt_ci(cumulative['eta_ci'], 3)} |",
+        f"| teacher gain ΔGain_scale | {fmt(report['teacher_gain'])} {fmt_ci(report['teacher_gain_ci'])} "
+        f"| {fmt(cumulative['teacher_gain'])} {fmt_ci(cumulative['teacher_gain_ci'])} |",
+        f"| distillation gain ΔGain_distill | {fmt(report['distill_gain'])} {fmt_ci(report['distill_gain_ci'])} "
+        f"| {fmt(cumulative['distill_gain'])} {fmt_ci(cumulative['distill_gain_ci'])} |",
+        f"| **η** | **{fmt(report['eta'], 3)}** {fmt_ci(report['eta_ci'], 3)} "
+        f"| **{fmt(cumulative['eta'], 3)}** {fmt_ci(cumulative['eta_ci'], 3)} |",
         f"| evaluation rows | {report['n_eval']:,} | {cumulative['n_eval']:,} |",
         "",
     ]

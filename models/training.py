@@ -19,7 +19,7 @@ from torch import nn
 from models.features import FeatureTensors, frame_to_tensors
 from models.losses import student_losses, task_loss
 from models.student import StudentModel, StudentOutput
-from recdistill_dagster.config import DistillConfig, OptimConfig, SamplingPolicy, TowerMode
+from recdistill_dagster.config import DistillConfig, OptimConfig, TowerMode
 from recdistill_dagster.data.schema import TEACHER_LOGIT_SCHEMA
 
 DayInput = tuple[date, Callable[[], pl.DataFrame]]
@@ -103,7 +103,6 @@ def train_teacher(
     batch_size: int,
     record_epoch: Literal["first", "last"],
     snapshot_id: str,
-    teacher_policy: SamplingPolicy,
     start_step: int,
     seed: int,
     device: torch.device,
@@ -116,10 +115,9 @@ def train_teacher(
 
     The logit is taken from the same forward pass that produces the training loss, before the
     optimizer step: the model has not yet been updated on that sample in this pass. Exactly one
-    logit per sample is kept, from the first or last epoch. `teacher_policy` is not used for the
-    loss; the recorded rows carry the teacher's own sampling parameters from the samples.
+    logit per sample is kept, from the first or last epoch, with the row's own (teacher-stream)
+    sampling parameters.
     """
-    del teacher_policy  # the rows carry their sampling parameters
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     stats = TrainStats()

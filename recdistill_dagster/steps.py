@@ -305,7 +305,6 @@ def train_teacher_partition(
         **_phase_schedule(optim_cfg, batch),
         record_epoch=config.teacher.record_epoch,
         snapshot_id=snapshot,
-        teacher_policy=config.sampling.teacher,
         start_step=chain.start_step,
         seed=config.teacher.seed + config.calendar.day_index(partition),
         device=device,

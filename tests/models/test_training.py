@@ -64,7 +64,7 @@ def _teacher_run(vocab, record_epoch: str, epochs: int):
     model = TeacherModel(vocab, TEACHER)
     optimizer = make_optimizer(model, OptimConfig(lr=5e-3))
     return train_teacher(model, optimizer, days, epochs=epochs, batch_size=64, record_epoch=record_epoch,
-                         snapshot_id="teacher@test", teacher_policy=POLICY, start_step=10, seed=3, device=CPU,
+                         snapshot_id="teacher@test", start_step=10, seed=3, device=CPU,
                          grad_clip=5.0, history_len=16, log_every=2)
 
 
@@ -94,7 +94,7 @@ def test_recorded_logit_is_the_training_forward_pass(vocab) -> None:
     before = predict_logits(model, frame, history_len=16, batch_size=64, device=CPU)["logit"]
     optimizer = make_optimizer(model, OptimConfig(lr=1e-2))
     _, logits = train_teacher(model, optimizer, [(date(2026, 1, 1), lambda: frame)], epochs=1, batch_size=64,
-                              record_epoch="last", snapshot_id="s", teacher_policy=POLICY, start_step=0, seed=0,
+                              record_epoch="last", snapshot_id="s", start_step=0, seed=0,
                               device=CPU, grad_clip=None, history_len=16)
     recorded = logits[date(2026, 1, 1)].sort("sample_id")["teacher_logit"].to_numpy()
     after = predict_logits(model, frame, history_len=16, batch_size=64, device=CPU)["logit"]

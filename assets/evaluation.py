@@ -43,7 +43,9 @@ def build_evaluation_assets(partitions: PipelinePartitions) -> list:
         png = plot_transferability(report_history(config, store, day))
         plot_url = store.write_bytes(layout.report_path(day, "transferability.png"), png)
         markdown = report_markdown(report, png)
-        with tracking.start_run(run_name=f"report {day}", tags=mlflow_tags(context, "report")) as run:
+        snapshot_tags = {"teacher_snapshot": report["snapshots"]["teacher"],
+                         "student_snapshot": report["snapshots"]["student"]}
+        with tracking.start_run(run_name=f"report {day}", tags=mlflow_tags(context, "report", snapshot_tags)) as run:
             run.log_params({"role": "report", "partition": context.partition_key, "profile": config.profile,
                             "eval_day": report["eval_day"], "eval": config.eval.model_dump(mode="json")})
             run.log_metrics({k: report[k] for k in METRIC_KEYS if report.get(k) is not None})

@@ -150,6 +150,8 @@ def test_mlflow_runs_for_every_training_materialization(pipeline: Pipeline) -> N
     expected = {d.isoformat() for d in TRAINING_DAYS}
     for role in ("teacher", "student", "student_baseline", "report"):
         assert by_role.get(role) == expected, role
+    report_runs = [r for r in runs if r.data.tags["recdistill.role"] == "report"]
+    assert all(r.data.tags["teacher_snapshot"].startswith("teacher@") for r in report_runs)
     teacher_runs = [r for r in runs if r.data.tags["recdistill.role"] == "teacher"]
     assert all("teacher_snapshot" in r.data.tags and "dagster.run_id" in r.data.tags for r in teacher_runs)
     assert all("teacher.arch.width" in r.data.params for r in teacher_runs)

@@ -14,7 +14,7 @@ export RECDISTILL_HOME
 export DAGSTER_HOME ?= $(RECDISTILL_HOME)/dagster
 export MPLCONFIGDIR ?= $(CURDIR)/.state/.matplotlib
 
-.PHONY: install run test lint validate ui mlflow-ui movielens clean-state
+.PHONY: install run test scenarios lint validate ui mlflow-ui movielens clean-state
 
 # torch first, pinned: it takes the local CPU wheel; the project's range then installs nothing more.
 $(VENV)/.installed: pyproject.toml
@@ -35,6 +35,9 @@ movielens: install  ## the same graph on MovieLens 100K (3 streaming days), stat
 
 test: install  ## unit + integration tests (tiny profile through Dagster)
 	$(PY) -m pytest -q
+
+scenarios: install  ## operational scenarios (kill -9 mid-write, …)
+	$(PY) -m pytest -q -m scenario
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -81,6 +81,10 @@ class ArtifactStore(ConfigurableResource):
         final = self.path(relative)
         tmp = f"{final}.tmp-{uuid.uuid4().hex}"
         fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
+        # A writer killed mid-write (kill -9, OOM) leaves its temporary behind; the next write of the
+        # same target removes it. Readers never see temporaries: they only open the final name.
+        for stale in fs.glob(f"{final}.tmp-*"):
+            fs.rm(stale)
         try:
             yield tmp
             if self.is_local:

@@ -68,7 +68,7 @@ def _train_student_asset(
         if variant == "student":
             # Only the main tower serves; it is exported (torch.export), never pickled.
             model_uri = run.log_serving_model(
-                result.model.serving_module(config.sampling.student).eval(),
+                result.model.serving_module(config.sampling.student).cpu().eval(),  # export on CPU
                 serving_example(config, store, result.days[-1]),
                 SERVING_INPUTS,
                 name="student_main_tower",

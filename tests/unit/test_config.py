@@ -55,3 +55,12 @@ def test_calendar_days() -> None:
     assert calendar.training_days()[0] == calendar.batch_end
     assert len(calendar.training_days()) == calendar.streaming_days + 1
     assert (calendar.data_days()[-1] - calendar.last_training_day).days == 1
+
+
+def test_code_location_refuses_a_malformed_config_file(tmp_path: Path) -> None:
+    from recdistill_dagster.definitions import build_definitions
+
+    bad = tmp_path / "typo.yaml"
+    bad.write_text("student:\n  distil: {alpha: 2.0}\n")
+    with pytest.raises(ConfigError, match=r"student\.distil: Extra inputs are not permitted"):
+        build_definitions("tiny", tmp_path / "home", str(bad))

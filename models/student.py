@@ -1,7 +1,14 @@
 """The student: same feature families, short history, small backbone, decoupled towers.
 
-The main tower is the serving model (trained on the task loss only); the auxiliary tower takes the
-distillation signal. Both read the shared backbone, so the main tower benefits through it.
+    sparse (B, S) ──► embeddings (B, S·E) ─────────────────────────────┐
+    dense (B, 3)  ──► projection (B, E) ───────────────────────────────┤
+    history (last seq_len items) ─► DIN target attention + mean (B, 5·E)┤  (incl. user ⊙ candidate)
+                                                         concat ► backbone MLP (B, H)
+                                                                  ├► main tower ► main logit (serving)
+                                                                  └► aux tower  ► aux logit (training only)
+
+The main tower is trained on the task loss only; the auxiliary tower takes the distillation
+signal. Both read the shared backbone, so the main tower benefits through it (DESIGN.md §1).
 """
 
 from dataclasses import dataclass
@@ -11,13 +18,17 @@ from torch import nn
 
 from models.debias import exact_calibrated_logit
 from models.layers import (
+    CANDIDATE_IDS,
     MLP,
     N_DENSE,
     N_SPARSE,
     TRAFFIC_SOURCE,
     USER,
     FeatureEmbedding,
+    HistoryMatch,
     TargetAttention,
+    count_parameters,
+    history_windows,
     masked_mean,
 )
 from recdistill_dagster.config import SamplingPolicy, StudentArch
@@ -26,11 +37,41 @@ from recdistill_dagster.data.schema import FeatureVocab
 
 @dataclass
 class StudentOutput:
-    main_logit: torch.Tensor  # (B,)
-    aux_logit: torch.Tensor | None  # (B,) in decoupled modes
+    main_logit: torch.Tensor  # (B,) raw, in the student's sampling space
+    aux_logit: torch.Tensor | None  # (B,) in decoupled modes, else None
 
 
-class StudentModel(nn.Module):
+class _StudentTrunk(nn.Module):
+    """Features → shared backbone representation; the part both the trainer and the server run.
+
+    Subclasses set `embedding`, `dense`, `target_attention`, `backbone` and `seq_len`.
+    """
+
+    embedding: FeatureEmbedding
+    dense: nn.Linear
+    target_attention: TargetAttention
+    match: HistoryMatch
+    match_projection: nn.Linear
+    backbone: MLP
+    seq_len: int
+
+    def represent(self, sparse: torch.Tensor, dense: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        # sparse (B, S) int64, dense (B, N_DENSE), history (B, ≥seq_len) int → (B, H)
+        history = history[:, -self.seq_len :]
+        embedded = self.embedding.sparse(sparse)  # (B, S, E)
+        candidate = self.embedding.candidate(sparse)  # (B, E)
+        sequence, mask = self.embedding.history(history)  # (B, l, E), (B, l)
+        attended = self.target_attention(candidate, sequence, mask)  # (B, E)
+        mean = masked_mean(sequence, mask)  # (B, E)
+        history_category, history_creator = self.embedding.side_info(history)  # (B, L) each
+        match = self.match(sparse[:, CANDIDATE_IDS], history, history_category, history_creator)  # (B, 4·W)
+        return self.backbone(
+            torch.cat([embedded.flatten(1), self.dense(dense), self.match_projection(match), attended,
+                       candidate * attended, mean, candidate * mean, embedded[:, USER] * candidate], dim=1)
+        )
+
+
+class StudentModel(_StudentTrunk):
     def __init__(self, vocab: FeatureVocab, arch: StudentArch) -> None:
         super().__init__()
         self.arch = arch
@@ -39,50 +80,42 @@ class StudentModel(nn.Module):
         self.embedding = FeatureEmbedding(vocab, e)
         self.dense = nn.Linear(N_DENSE, e)
         self.target_attention = TargetAttention(e)
-        # sparse, dense, attended history, candidate ⊙ attended, mean history, candidate ⊙ mean,
-        # user ⊙ candidate (a user's lasting taste for this item, learnable from soft labels)
-        in_dim = (N_SPARSE + 1 + 5) * e
-        self.backbone = MLP(in_dim, arch.backbone_hidden)
-        out_dim = arch.backbone_hidden[-1] if arch.backbone_hidden else in_dim
-        self.main_tower = MLP(out_dim, (arch.tower_hidden,), 1)
-        self.aux_tower = MLP(out_dim, (arch.tower_hidden,), 1) if self.decoupled else None
+        self.match = HistoryMatch(history_windows(arch.seq_len))
+        self.match_projection = nn.Linear(self.match.n_features, e)
+        # sparse (S), dense, history match statistics, attended history, candidate ⊙ attended, mean
+        # history, candidate ⊙ mean, user ⊙ candidate (a user's lasting taste for this item).
+        self.backbone = MLP((N_SPARSE + 2 + 5) * e, arch.backbone_hidden)
+        self.main_tower = MLP(self.backbone.out_dim, (arch.tower_hidden,), 1)
+        # Identical inputs and shape; exists only in decoupled modes and is never served.
+        self.aux_tower = MLP(self.backbone.out_dim, (arch.tower_hidden,), 1) if self.decoupled else None
 
     @property
     def decoupled(self) -> bool:
         return self.arch.towers.startswith("decoupled")
 
-    def shared(self, sparse: torch.Tensor, dense: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
-        # → backbone representation (B, H)
-        history = history[:, -self.seq_len :]
-        embedded = self.embedding.sparse(sparse)  # (B, S, E)
-        features = embedded.flatten(1)  # (B, S·E)
-        candidate = self.embedding.candidate(sparse)  # (B, E)
-        sequence, mask = self.embedding.history(history)  # (B, l, E), (B, l)
-        attended = self.target_attention(candidate, sequence, mask)
-        mean = masked_mean(sequence, mask)
-        return self.backbone(
-            torch.cat([features, self.dense(dense), attended, candidate * attended, mean, candidate * mean,
-                       embedded[:, USER] * candidate], dim=1)
-        )
-
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor, history: torch.Tensor) -> StudentOutput:
-        shared = self.shared(sparse, dense, history)
-        main = self.main_tower(shared).squeeze(-1)
+        shared = self.represent(sparse, dense, history)  # (B, H)
+        main = self.main_tower(shared).squeeze(-1)  # (B,)
         aux = self.aux_tower(shared).squeeze(-1) if self.aux_tower is not None else None
         return StudentOutput(main, aux)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def parameter_counts(self) -> dict[str, int]:
+        return count_parameters(self)
+
     def serving_module(self, policy: SamplingPolicy) -> "StudentMainTower":
         return StudentMainTower(self, policy)
 
 
-class StudentMainTower(nn.Module):
-    """What serves: backbone + main tower, returning a calibrated click probability.
+class StudentMainTower(_StudentTrunk):
+    """What serves: backbone + main tower → calibrated click probability on the unsampled scale (B,).
 
     The main tower is trained on the student's sampled stream, so its logit lives in that sampling
-    space; the exact correction (per traffic source) maps it to the unsampled scale.
+    space; the exact correction z − log(r_s · p_x[traffic source]) maps it back. The policy is kept
+    as buffers so the exported program is self-contained. Shares (not copies) the student's
+    modules; the auxiliary tower is not part of it.
     """
 
     def __init__(self, student: StudentModel, policy: SamplingPolicy) -> None:
@@ -90,14 +123,16 @@ class StudentMainTower(nn.Module):
         self.embedding = student.embedding
         self.dense = student.dense
         self.target_attention = student.target_attention
+        self.match = student.match
+        self.match_projection = student.match_projection
         self.backbone = student.backbone
         self.main_tower = student.main_tower
-        self.seq_len = student.arch.seq_len
+        self.seq_len = student.seq_len
         self.register_buffer("r_s", torch.tensor(policy.r_s, dtype=torch.float32))
         self.register_buffer("p_x", torch.tensor(policy.positive_keep_by_source, dtype=torch.float32))
 
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
-        shared = StudentModel.shared(self, sparse, dense, history)  # type: ignore[arg-type]
-        logit = self.main_tower(shared).squeeze(-1)
-        p_x = self.p_x[sparse[:, TRAFFIC_SOURCE]]
-        return torch.sigmoid(exact_calibrated_logit(logit, self.r_s.expand_as(logit), p_x))
+        # sparse (B, S) int64, dense (B, 3) float32, history (B, seq_len) int64 → probability (B,)
+        logit = self.main_tower(self.represent(sparse, dense, history)).squeeze(-1)
+        p_x = self.p_x[sparse[:, TRAFFIC_SOURCE]]  # (B,)
+        return torch.sigmoid(exact_calibrated_logit(logit, self.r_s, p_x))

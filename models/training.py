@@ -1,7 +1,8 @@
 """Training loops: the teacher (recording its logits as it trains) and the student.
 
-Days are given as loaders so only one day's rows are in memory at a time; within a day rows are
-shuffled with a seeded generator, so a rerun with the same seeds reproduces the same weights.
+Days are given as loaders, so only one day's rows are in memory at a time. Within a day rows are
+shuffled with a generator seeded from (seed, epoch, day index): a rerun with the same seeds and data
+reproduces the same weights on CPU, and one day's shuffle does not depend on other days' sizes.
 """
 
 import math
@@ -17,9 +18,10 @@ import torch
 from torch import nn
 
 from models.features import FeatureTensors, frame_to_tensors
+from models.layers import TRAFFIC_SOURCE
 from models.losses import student_losses, task_loss
 from models.student import StudentModel, StudentOutput
-from recdistill_dagster.config import DistillConfig, OptimConfig, TowerMode
+from recdistill_dagster.config import DistillConfig, OptimConfig, SamplingPolicy, TowerMode
 from recdistill_dagster.data.schema import TEACHER_LOGIT_SCHEMA
 
 DayInput = tuple[date, Callable[[], pl.DataFrame]]
@@ -29,39 +31,54 @@ Progress = Callable[[dict[str, Any]], None]
 @dataclass
 class TrainStats:
     steps: int = 0
-    samples: int = 0
+    samples: int = 0  # sample-passes (rows × epochs)
     epochs: int = 0
     seconds: float = 0.0
-    mean_loss: float = math.nan  # last epoch
-    task_loss: float | None = None  # last epoch, main tower
-    aux_loss: float | None = None
-    distill_loss: float | None = None
-    distill_matched_fraction: float | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def samples_per_second(self) -> float:
-        return self.samples / self.seconds if self.seconds > 0 else 0.0
+    samples_per_second: float = 0.0
+    mean_loss: float = math.nan  # last epoch, the back-propagated total
+    task_loss: float | None = None  # last epoch, main tower's task loss
+    aux_loss: float | None = None  # last epoch, aux tower's task loss (decoupled_mixed)
+    distill_loss: float | None = None  # last epoch, distillation loss before α
+    distill_matched_fraction: float | None = None  # last epoch, rows with a teacher logit
+    history: list[dict[str, Any]] = field(default_factory=list)  # every log_every steps
 
 
 def make_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.Optimizer:
+    """Adam, or AdamW when weight decay is set (decoupled decay, so it does not fight Adam's scaling).
+
+    foreach=True: one fused update over all tensors, about twice as fast as the per-tensor loop that
+    torch picks by default on CPU (the embedding tables make this a visible part of a step).
+    """
     if optim.weight_decay > 0:
-        return torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
-    return torch.optim.Adam(model.parameters(), lr=optim.lr)
+        return torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay,
+                                 foreach=True)
+    return torch.optim.Adam(model.parameters(), lr=optim.lr, foreach=True)
 
 
-def _batches(n_rows: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+def _shuffle_seed(seed: int, epoch: int, day_index: int) -> int:
+    # Distinct for every (epoch, day) pair of a run: seed + epoch + day alone would repeat shuffles.
+    return (seed * 1_000_003 + epoch * 10_007 + day_index) % (2**63)
+
+
+def _batches(n_rows: int, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
     yield from torch.randperm(n_rows, generator=generator).split(batch_size)
+
+
+def _clip(model: nn.Module, grad_clip: float | None) -> None:
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
 
 
 class _Tracker:
     """Running means for one epoch, progress callbacks and the sampled step history."""
 
-    def __init__(self, stats: TrainStats, epochs: int, n_days: int, log_every: int, progress: Progress | None):
+    def __init__(self, stats: TrainStats, epochs: int, n_days: int, log_every: int,
+                 progress: Progress | None) -> None:
         self.stats, self.epochs, self.n_days = stats, epochs, n_days
-        self.log_every, self.progress = log_every, progress
+        self.log_every, self.progress = max(log_every, 1), progress
         self.start = time.monotonic()
-        self.day_rows: list[int] = []
+        self.day_rows: list[int] = []  # rows of each day seen in the first epoch
         self.sums: dict[str, float] = {}
         self.count = 0
 
@@ -73,25 +90,44 @@ class _Tracker:
         self.count += 1
         for key, value in values.items():
             self.sums[key] = self.sums.get(key, 0.0) + value
-        if step % self.log_every == 0:
-            elapsed = time.monotonic() - self.start
-            rate = self.stats.samples / elapsed if elapsed > 0 else 0.0
-            # Rows per epoch are known once every day has been loaded; until then extrapolate.
-            per_epoch = (sum(self.day_rows) / len(self.day_rows)) * self.n_days if self.day_rows else 0
-            remaining = max(per_epoch * self.epochs - self.stats.samples, 0)
-            record = {"step": step, "epoch": epoch + 1, "samples": self.stats.samples,
-                      "samples_per_s": rate, "eta_seconds": remaining / rate if rate > 0 else None, **values}
-            self.stats.history.append({k: v for k, v in record.items() if k not in ("eta_seconds",)})
-            if self.progress is not None:
-                self.progress(record)
+        if step % self.log_every:
+            return
+        elapsed = time.monotonic() - self.start
+        rate = self.stats.samples / elapsed if elapsed > 0 else 0.0
+        # Rows per epoch are known once every day has been loaded; until then extrapolate.
+        per_epoch = sum(self.day_rows) / len(self.day_rows) * self.n_days if self.day_rows else 0.0
+        remaining = max(per_epoch * self.epochs - self.stats.samples, 0.0)
+        record = {"step": step, "epoch": epoch + 1, "samples": self.stats.samples, "samples_per_s": rate,
+                  **values}
+        self.stats.history.append(record)
+        if self.progress is not None:
+            self.progress({**record, "eta_seconds": remaining / rate if rate > 0 else None})
 
     def epoch_means(self) -> dict[str, float]:
         return {key: total / max(self.count, 1) for key, total in self.sums.items()}
 
+    def finish(self, steps: int, epochs: int) -> None:
+        self.stats.steps = steps
+        self.stats.epochs = epochs
+        self.stats.seconds = time.monotonic() - self.start
+        if self.stats.seconds > 0:
+            self.stats.samples_per_second = self.stats.samples / self.stats.seconds
 
-def _clip(model: nn.Module, grad_clip: float | None) -> None:
-    if grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+
+def _check_teacher_sampling(tensors: FeatureTensors, policy: SamplingPolicy, day: date) -> None:
+    """The recorded sampling parameters must be the teacher policy's, or f_T would be applied wrongly."""
+    sampling = tensors.sampling.numpy()
+    source = tensors.sparse[:, TRAFFIC_SOURCE].numpy()
+    expected_p_x = np.asarray(policy.positive_keep_by_source, dtype=np.float32)[source]
+    bad = ~np.isclose(sampling[:, 0], policy.r_s, rtol=1e-5)
+    bad |= ~np.isclose(sampling[:, 2], expected_p_x, rtol=1e-5)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"teacher samples of {day}: {int(bad.sum())} rows carry sampling parameters that are not "
+            f"the teacher policy's (e.g. sample_id {int(tensors.sample_id[row])}: r_s={sampling[row, 0]}, "
+            f"p_x={sampling[row, 2]}; policy r_s={policy.r_s}, p_x={expected_p_x[row]})"
+        )
 
 
 def train_teacher(
@@ -110,70 +146,73 @@ def train_teacher(
     history_len: int,
     log_every: int = 100,
     progress: Progress | None = None,
+    teacher_policy: SamplingPolicy | None = None,
 ) -> tuple[TrainStats, dict[date, pl.DataFrame]]:
-    """Train on the days in order; record every trained sample's raw logit in the forward pass.
+    """Train on the days in date order; record every trained sample's raw logit in the forward pass.
 
-    The logit is taken from the same forward pass that produces the training loss, before the
-    optimizer step: the model has not yet been updated on that sample in this pass. Exactly one
-    logit per sample is kept, from the first or last epoch, with the row's own (teacher-stream)
-    sampling parameters.
+    The recorded logit comes from the very forward pass that produces the training loss (detached
+    before the optimizer step; no second scoring pass, which would leak labels the model has just
+    memorised). Exactly one logit per sample is kept, from the first or the last epoch, with the
+    global step that produced it and the row's own (teacher-stream) sampling parameters, which
+    `teacher_policy`, when given, must match. Returns one TEACHER_LOGIT_SCHEMA frame per day.
     """
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # dropout, if any
     stats = TrainStats()
-    tracker = _Tracker(stats, epochs, len(days), log_every, progress)
+    ordered = sorted(days, key=lambda day_input: day_input[0])
+    tracker = _Tracker(stats, epochs, len(ordered), log_every, progress)
     record_at = 0 if record_epoch == "first" else epochs - 1
     recorded: dict[date, pl.DataFrame] = {}
     step = start_step
     model.train()
     for epoch in range(epochs):
         tracker.new_epoch()
-        for day, load in days:
-            tensors = frame_to_tensors(load(), history_len)
+        for day_index, (day, load) in enumerate(ordered):
+            tensors = frame_to_tensors(load(), history_len, compact_history=True)
             if epoch == 0:
                 tracker.day_rows.append(len(tensors))
-            logits_out = np.empty(len(tensors), dtype=np.float32)
-            steps_out = np.empty(len(tensors), dtype=np.int64)
-            for idx in _batches(len(tensors), batch_size, generator):
-                batch = tensors.index(idx).to(device)
-                logit = model(batch.sparse, batch.dense, batch.history)
+                if teacher_policy is not None:
+                    _check_teacher_sampling(tensors, teacher_policy, day)
+            recording = epoch == record_at
+            logits_out = np.full(len(tensors), np.nan, dtype=np.float32)
+            steps_out = np.full(len(tensors), -1, dtype=np.int64)
+            for idx in _batches(len(tensors), batch_size, _shuffle_seed(seed, epoch, day_index)):
+                batch = tensors.slice(idx).to(device)
+                logit = model(batch.sparse, batch.dense, batch.history)  # (B,)
                 loss = task_loss(logit, batch.label)
-                if epoch == record_at:
-                    positions = idx.numpy()
-                    logits_out[positions] = logit.detach().float().cpu().numpy()
-                    steps_out[positions] = step
+                if recording:
+                    # `step` updates have been applied to the weights that produced these logits.
+                    logits_out[idx.numpy()] = logit.detach().float().cpu().numpy()
+                    steps_out[idx.numpy()] = step
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 _clip(model, grad_clip)
                 optimizer.step()
                 step += 1
-                tracker.step(step, epoch, len(idx), {"loss": float(loss.detach())})
-            if epoch == record_at:
+                value = float(loss.detach())
+                tracker.step(step, epoch, len(idx), {"loss": value, "task_loss": value})
+            if recording:
                 recorded[day] = _logit_frame(tensors, day, logits_out, steps_out, snapshot_id)
-        means = tracker.epoch_means()
-        stats.mean_loss = means.get("loss", math.nan)
+        stats.mean_loss = tracker.epoch_means().get("loss", math.nan)
         stats.task_loss = stats.mean_loss
-    stats.steps = step - start_step
-    stats.epochs = epochs
-    stats.seconds = time.monotonic() - tracker.start
+    tracker.finish(step - start_step, epochs)
     return stats, recorded
 
 
 def _logit_frame(tensors: FeatureTensors, day: date, logits: np.ndarray, steps: np.ndarray,
                  snapshot_id: str) -> pl.DataFrame:
     sampling = tensors.sampling.numpy()
-    columns = {
-        "sample_id": tensors.sample_id,
-        "day": [day] * len(tensors),
-        "teacher_logit": logits,
-        "teacher_snapshot": [snapshot_id] * len(tensors),
-        "recorded_step": steps,
-        "teacher_r_s": sampling[:, 0],
-        "teacher_r_pos": sampling[:, 1],
-        "teacher_p_x": sampling[:, 2],
-        "teacher_b_s": sampling[:, 3],
-    }
-    return pl.DataFrame(columns, schema=TEACHER_LOGIT_SCHEMA)
+    frame = pl.DataFrame(
+        {
+            "sample_id": tensors.sample_id,
+            "teacher_logit": logits,
+            "recorded_step": steps,
+            "teacher_r_s": sampling[:, 0],
+            "teacher_r_pos": sampling[:, 1],
+            "teacher_p_x": sampling[:, 2],
+            "teacher_b_s": sampling[:, 3],
+        }
+    ).with_columns(day=pl.lit(day, dtype=pl.Date), teacher_snapshot=pl.lit(snapshot_id, dtype=pl.String))
+    return frame.select([pl.col(name).cast(dtype) for name, dtype in TEACHER_LOGIT_SCHEMA.items()])
 
 
 def train_student(
@@ -193,22 +232,27 @@ def train_student(
     log_every: int = 100,
     progress: Progress | None = None,
 ) -> TrainStats:
-    """Train the student; with `distill=None` (the baseline) only the main tower's task loss."""
+    """Train the student on STUDENT_DATASET_SCHEMA days (or plain sample days when `distill` is None).
+
+    With `distill=None` (the baseline) only the main tower's task loss is trained: the served
+    architecture is identical, only the supervision differs.
+    """
     torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
     stats = TrainStats()
-    tracker = _Tracker(stats, epochs, len(days), log_every, progress)
+    ordered = sorted(days, key=lambda day_input: day_input[0])
+    tracker = _Tracker(stats, epochs, len(ordered), log_every, progress)
     step = start_step
-    matched = total = 0
+    matched = seen = 0
     model.train()
     for epoch in range(epochs):
         tracker.new_epoch()
-        for _day, load in days:
-            tensors = frame_to_tensors(load(), history_len)
+        matched = seen = 0
+        for day_index, (_day, load) in enumerate(ordered):
+            tensors = frame_to_tensors(load(), history_len, compact_history=True)
             if epoch == 0:
                 tracker.day_rows.append(len(tensors))
-            for idx in _batches(len(tensors), batch_size, generator):
-                batch = tensors.index(idx).to(device)
+            for idx in _batches(len(tensors), batch_size, _shuffle_seed(seed, epoch, day_index)):
+                batch = tensors.slice(idx).to(device)
                 output = model(batch.sparse, batch.dense, batch.history)
                 losses = student_losses(output, batch.label, batch.teacher_logit, batch.sampling,
                                         batch.teacher_sampling, towers=towers, distill=distill)
@@ -217,9 +261,8 @@ def train_student(
                 _clip(model, grad_clip)
                 optimizer.step()
                 step += 1
-                if epoch == epochs - 1:
-                    matched += losses.n_matched
-                    total += len(idx)
+                matched += losses.n_matched
+                seen += len(idx)
                 values = {"loss": float(losses.total.detach()), "task_loss": float(losses.task_main.detach())}
                 if losses.distill is not None:
                     values["distill_loss"] = float(losses.distill.detach())
@@ -231,29 +274,34 @@ def train_student(
         stats.task_loss = means.get("task_loss")
         stats.distill_loss = means.get("distill_loss")
         stats.aux_loss = means.get("aux_task_loss")
-    stats.steps = step - start_step
-    stats.epochs = epochs
-    stats.seconds = time.monotonic() - tracker.start
-    stats.distill_matched_fraction = matched / total if (distill is not None and total) else None
+    stats.distill_matched_fraction = matched / seen if (distill is not None and seen) else None
+    tracker.finish(step - start_step, epochs)
     return stats
 
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, frame: pl.DataFrame, *, history_len: int, batch_size: int,
                    device: torch.device) -> dict[str, np.ndarray]:
-    """Raw logits in eval mode: {"logit"} for a teacher, {"main", "aux"?} for a student."""
+    """Raw logits in eval mode, in row order: {"logit"} for a teacher, {"main", "aux"?} for a student."""
+    was_training = model.training
     model.eval()
-    tensors = frame_to_tensors(frame, history_len)
+    tensors = frame_to_tensors(frame, history_len, compact_history=True)
     outputs: dict[str, list[np.ndarray]] = {}
-    for start in range(0, len(tensors), batch_size):
-        idx = torch.arange(start, min(start + batch_size, len(tensors)))
-        batch = tensors.index(idx).to(device)
-        out = model(batch.sparse, batch.dense, batch.history)
-        if isinstance(out, StudentOutput):
-            outputs.setdefault("main", []).append(out.main_logit.float().cpu().numpy())
-            if out.aux_logit is not None:
-                outputs.setdefault("aux", []).append(out.aux_logit.float().cpu().numpy())
-        else:
-            outputs.setdefault("logit", []).append(out.float().cpu().numpy())
-    model.train()
+    try:
+        for idx in torch.arange(len(tensors)).split(batch_size):
+            batch = tensors.slice(idx).to(device)
+            out = model(batch.sparse, batch.dense, batch.history)
+            if isinstance(out, StudentOutput):
+                outputs.setdefault("main", []).append(out.main_logit.float().cpu().numpy())
+                if out.aux_logit is not None:
+                    outputs.setdefault("aux", []).append(out.aux_logit.float().cpu().numpy())
+            else:
+                outputs.setdefault("logit", []).append(out.float().cpu().numpy())
+    finally:
+        model.train(was_training)
+    if not outputs:  # an empty frame: the keys the model would produce, with no rows
+        empty = np.zeros(0, dtype=np.float32)
+        if isinstance(model, StudentModel):
+            return {"main": empty, **({"aux": empty} if model.aux_tower is not None else {})}
+        return {"logit": empty}
     return {name: np.concatenate(parts) for name, parts in outputs.items()}

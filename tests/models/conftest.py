@@ -59,3 +59,29 @@ def make_frame(vocab: FeatureVocab, n_rows: int, seed: int, day: date = date(202
         }
     )
     return frame.select([pl.col(name).cast(dtype) for name, dtype in SAMPLE_SCHEMA.items()])
+
+
+def with_teacher_columns(frame: pl.DataFrame, teacher_logit: np.ndarray, *, r_s: float = 2.0,
+                         p_x: float = 1.0) -> pl.DataFrame:
+    """A sample frame → STUDENT_DATASET_SCHEMA; NaN logits become nulls (rows the teacher missed)."""
+    from recdistill_dagster.data.schema import STUDENT_DATASET_SCHEMA
+
+    logit = pl.Series(teacher_logit, dtype=pl.Float32).fill_nan(None)
+    missing = logit.is_null()
+    extra = pl.DataFrame({"teacher_logit": logit}).with_columns(
+        teacher_snapshot=pl.when(missing).then(None).otherwise(pl.lit("teacher@test")),
+        **{name: pl.when(missing).then(None).otherwise(pl.lit(value, dtype=pl.Float32))
+           for name, value in (("teacher_r_s", r_s), ("teacher_r_pos", 1.0), ("teacher_p_x", p_x),
+                               ("teacher_b_s", 0.0))},
+    )
+    joined = pl.concat([frame, extra], how="horizontal")
+    return joined.select([pl.col(name).cast(dtype) for name, dtype in STUDENT_DATASET_SCHEMA.items()])
+
+
+def make_vocab(n_users: int, n_items: int, n_categories: int, n_creators: int, n_sources: int = 3,
+               n_hours: int = 24, n_segments: int = 8, seed: int = 0) -> FeatureVocab:
+    rng = np.random.default_rng(seed)
+    return FeatureVocab(n_users=n_users, n_items=n_items, n_categories=n_categories, n_creators=n_creators,
+                        n_traffic_sources=n_sources, n_hours=n_hours, n_segments=n_segments,
+                        item_category=rng.integers(0, n_categories, n_items),
+                        item_creator=rng.integers(0, n_creators, n_items))

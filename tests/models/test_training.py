@@ -1,159 +1,166 @@
-"""Models and loops: shapes, logit recording, learning, checkpoints, the exported serving tower."""
+"""Training loops: logit recording in the training forward pass, determinism, learning, stats."""
 
 from datetime import date
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 
-from models.checkpoint import CheckpointError, checkpoint_bytes, load_checkpoint_bytes, restore
-from models.features import frame_to_tensors, history_matrix
 from models.metrics import auc
 from models.student import StudentModel
 from models.teacher import TeacherModel
-from models.training import make_optimizer, predict_logits, train_student, train_teacher
-from recdistill_dagster.config import (
-    DistillConfig,
-    OptimConfig,
-    SamplingPolicy,
-    StudentArch,
-    TeacherArch,
-    load_config,
-)
-from tests.models.conftest import make_frame
+from models.training import TrainStats, make_optimizer, predict_logits, train_student, train_teacher
+from recdistill_dagster.config import DistillConfig, OptimConfig, SamplingPolicy, StudentArch, TeacherArch
+from recdistill_dagster.data.schema import TEACHER_LOGIT_SCHEMA
+from tests.models.conftest import make_frame, with_teacher_columns
 
 TEACHER = TeacherArch(embed_dim=8, width=16, n_tokens=4, depth=1, seq_len=16, compressed_tokens=2)
 STUDENT = StudentArch(embed_dim=4, backbone_hidden=(16,), tower_hidden=8, seq_len=4)
-POLICY = SamplingPolicy(negative_keep=0.5, positive_keep_by_source=(1.0, 1.0, 0.5))
 CPU = torch.device("cpu")
+DAY1, DAY2 = date(2026, 1, 1), date(2026, 1, 2)
 
 
-def test_history_matrix_right_aligns_and_pads() -> None:
-    import polars as pl
-
-    series = pl.Series([[1, 2, 3], [], None, [4, 5, 6, 7, 8]], dtype=pl.List(pl.Int32))
-    out = history_matrix(series, 4)
-    assert out.tolist() == [[0, 1, 2, 3], [0, 0, 0, 0], [0, 0, 0, 0], [5, 6, 7, 8]]
-
-
-def test_forward_shapes(vocab) -> None:
-    batch = frame_to_tensors(make_frame(vocab, 10, seed=0), history_len=16)
-    teacher = TeacherModel(vocab, TEACHER)
-    assert teacher(batch.sparse, batch.dense, batch.history).shape == (10,)
-    out = StudentModel(vocab, STUDENT)(batch.sparse, batch.dense, batch.history)
-    assert out.main_logit.shape == (10,) and out.aux_logit is not None and out.aux_logit.shape == (10,)
-    single = StudentModel(vocab, STUDENT.model_copy(update={"towers": "single_mixed"}))
-    assert single(batch.sparse, batch.dense, batch.history).aux_logit is None
-
-
-def test_default_student_is_much_smaller_than_default_teacher() -> None:
-    from recdistill_dagster.data.source import make_source
-
-    config = load_config("tiny")
-    vocab = make_source(config).vocab()
-    defaults = load_config("demo")
-    teacher = TeacherModel(vocab, defaults.teacher.arch).num_parameters()
-    student = StudentModel(vocab, defaults.student.arch).num_parameters()
-    assert student * 5 <= teacher
-
-
-def _teacher_run(vocab, record_epoch: str, epochs: int):
-    days = [(date(2026, 1, 1), lambda: make_frame(vocab, 300, seed=1)),
-            (date(2026, 1, 2), lambda: make_frame(vocab, 200, seed=2, day=date(2026, 1, 2)))]
-    torch.manual_seed(0)
+def _teacher_run(vocab, record_epoch: str, epochs: int, progress=None, model_seed: int = 0):
+    # Days deliberately given out of order: training goes in date order.
+    days = [(DAY2, lambda: make_frame(vocab, 200, seed=2, day=DAY2)),
+            (DAY1, lambda: make_frame(vocab, 300, seed=1))]
+    torch.manual_seed(model_seed)
     model = TeacherModel(vocab, TEACHER)
     optimizer = make_optimizer(model, OptimConfig(lr=5e-3))
-    return train_teacher(model, optimizer, days, epochs=epochs, batch_size=64, record_epoch=record_epoch,
-                         snapshot_id="teacher@test", start_step=10, seed=3, device=CPU,
-                         grad_clip=5.0, history_len=16, log_every=2)
+    stats, logits = train_teacher(
+        model, optimizer, days, epochs=epochs, batch_size=64, record_epoch=record_epoch,
+        snapshot_id="teacher@test",
+        start_step=10, seed=3, device=CPU, grad_clip=5.0, history_len=16, log_every=2, progress=progress,
+    )
+    return model, stats, logits
 
 
 @pytest.mark.parametrize("record_epoch", ["first", "last"])
 def test_recording_gives_one_logit_per_trained_sample(vocab, record_epoch: str) -> None:
-    stats, logits = _teacher_run(vocab, record_epoch, epochs=2)
-    steps_per_epoch = 5 + 4  # ceil(300/64) + ceil(200/64)
-    assert stats.steps == 2 * steps_per_epoch and stats.samples == 2 * 500
-    for day, seed, n in ((date(2026, 1, 1), 1, 300), (date(2026, 1, 2), 2, 200)):
+    _, stats, logits = _teacher_run(vocab, record_epoch, epochs=2)
+    steps_day1, steps_day2 = 5, 4  # ceil(300/64), ceil(200/64)
+    per_epoch = steps_day1 + steps_day2
+    assert stats.steps == 2 * per_epoch and stats.samples == 2 * 500 and stats.epochs == 2
+    assert set(logits) == {DAY1, DAY2}
+    first_step = 10 + (0 if record_epoch == "first" else per_epoch)
+    day_step_ranges = {DAY1: (first_step, first_step + steps_day1),
+                       DAY2: (first_step + steps_day1, first_step + per_epoch)}
+    for day, seed, n in ((DAY1, 1, 300), (DAY2, 2, 200)):
         frame = logits[day]
+        assert frame.schema == pl.Schema(TEACHER_LOGIT_SCHEMA)
         assert frame.height == n and frame["sample_id"].is_unique().all()
-        assert set(frame["sample_id"].to_list()) == set(make_frame(vocab, n, seed=seed)["sample_id"].to_list())
+        trained = make_frame(vocab, n, seed=seed)
+        assert set(frame["sample_id"].to_list()) == set(trained["sample_id"].to_list())
+        assert frame["day"].unique().to_list() == [day]
         assert frame["teacher_snapshot"].unique().to_list() == ["teacher@test"]
+        assert frame["teacher_logit"].is_finite().all()
+        low, high = day_step_ranges[day]
         steps = frame["recorded_step"]
-        if record_epoch == "first":
-            assert steps.min() >= 10 and steps.max() < 10 + steps_per_epoch
-        else:
-            assert steps.min() >= 10 + steps_per_epoch and steps.max() < 10 + 2 * steps_per_epoch
+        assert steps.min() == low and steps.max() == high - 1  # every step of that day's pass
+        assert frame["recorded_step"].value_counts()["count"].max() <= 64  # one batch per step
         assert frame["teacher_r_s"].to_list() == [2.0] * n
+        by_id = frame.sort("sample_id")
+        assert by_id["teacher_p_x"].to_list() == trained.sort("sample_id")["p_x"].to_list()
 
 
-def test_recorded_logit_is_the_training_forward_pass(vocab) -> None:
-    # One batch covering the day: the recorded logits are the model's outputs *before* the update.
+def test_recorded_logit_comes_from_the_training_forward_pass(vocab) -> None:
+    # One batch covering the day: the recorded logits are the model's outputs *before* its update,
+    # not a re-scoring after training.
     frame = make_frame(vocab, 50, seed=5)
     torch.manual_seed(0)
     model = TeacherModel(vocab, TEACHER)
     before = predict_logits(model, frame, history_len=16, batch_size=64, device=CPU)["logit"]
     optimizer = make_optimizer(model, OptimConfig(lr=1e-2))
-    _, logits = train_teacher(model, optimizer, [(date(2026, 1, 1), lambda: frame)], epochs=1, batch_size=64,
-                              record_epoch="last", snapshot_id="s", start_step=0, seed=0,
-                              device=CPU, grad_clip=None, history_len=16)
-    recorded = logits[date(2026, 1, 1)].sort("sample_id")["teacher_logit"].to_numpy()
+    _, logits = train_teacher(model, optimizer, [(DAY1, lambda: frame)], epochs=1, batch_size=64,
+                              record_epoch="last", snapshot_id="s", start_step=0, seed=0, device=CPU,
+                              grad_clip=None, history_len=16)
+    recorded = logits[DAY1].sort("sample_id")["teacher_logit"].to_numpy()
     after = predict_logits(model, frame, history_len=16, batch_size=64, device=CPU)["logit"]
     assert np.allclose(recorded, before, atol=1e-5)
     assert not np.allclose(recorded, after, atol=1e-5)
+    assert logits[DAY1]["recorded_step"].unique().to_list() == [0]
 
 
-def test_student_learns_a_history_signal(vocab) -> None:
-    days = [(date(2026, 1, 1), lambda: make_frame(vocab, 3000, seed=7))]
+def test_teacher_training_is_deterministic_and_reports_progress(vocab) -> None:
+    events: list[dict] = []
+    model_a, stats_a, logits_a = _teacher_run(vocab, "last", epochs=1, progress=events.append)
+    model_b, _, logits_b = _teacher_run(vocab, "last", epochs=1)
+    for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert logits_a[DAY1].equals(logits_b[DAY1])
+    assert [e["step"] for e in events] == [12, 14, 16, 18]  # start_step 10, every 2 steps, 9 steps
+    assert {"step", "epoch", "samples", "samples_per_s", "loss", "eta_seconds"} <= set(events[0])
+    assert [h["step"] for h in stats_a.history] == [12, 14, 16, 18]
+    assert stats_a.samples_per_second > 0 and stats_a.seconds > 0 and np.isfinite(stats_a.mean_loss)
+
+
+def test_teacher_policy_must_match_the_rows(vocab) -> None:
+    model = TeacherModel(vocab, TEACHER)
+    wrong = SamplingPolicy(negative_keep=0.1, positive_keep_by_source=(1.0, 1.0, 0.5))  # r_s 10, rows say 2
+    days = [(DAY1, lambda: make_frame(vocab, 20, seed=1))]
+    common = {"epochs": 1, "batch_size": 8, "record_epoch": "last", "snapshot_id": "s", "start_step": 0,
+              "seed": 0, "device": CPU, "grad_clip": None, "history_len": 16}
+    with pytest.raises(ValueError, match="not the teacher policy's"):
+        train_teacher(model, make_optimizer(model, OptimConfig()), days, **common, teacher_policy=wrong)
+    right = SamplingPolicy(negative_keep=0.5, positive_keep_by_source=(1.0, 1.0, 0.5))
+    train_teacher(model, make_optimizer(model, OptimConfig()), days, **common, teacher_policy=right)
+
+
+@pytest.mark.parametrize("kind", ["teacher", "student"])
+def test_models_learn_a_history_signal(vocab, kind: str) -> None:
+    # Label depends on whether the candidate appears in the history: Bayes AUC ≈ 0.80.
+    days = [(DAY1, lambda: make_frame(vocab, 3000, seed=7))]
     torch.manual_seed(0)
-    model = StudentModel(vocab, STUDENT)
-    optimizer = make_optimizer(model, OptimConfig(lr=1e-2))
-    stats = train_student(model, optimizer, days, epochs=8, batch_size=128, distill=None, towers="decoupled_mixed",
-                          start_step=0, seed=0, device=CPU, grad_clip=5.0, history_len=4)
-    assert stats.distill_matched_fraction is None
     held_out = make_frame(vocab, 2000, seed=8)
-    scores = predict_logits(model, held_out, history_len=4, batch_size=512, device=CPU)["main"]
-    assert auc(scores, held_out["label"].to_numpy()) > 0.6  # Bayes limit ≈ 0.80, untrained ≈ 0.5
+    labels = held_out["label"].to_numpy()
+    if kind == "teacher":
+        model = TeacherModel(vocab, TEACHER)
+        train_teacher(model, make_optimizer(model, OptimConfig(lr=5e-3)), days, epochs=4, batch_size=128,
+                      record_epoch="last", snapshot_id="s", start_step=0, seed=0, device=CPU, grad_clip=5.0,
+                      history_len=16)
+        scores = predict_logits(model, held_out, history_len=16, batch_size=512, device=CPU)["logit"]
+    else:
+        model = StudentModel(vocab, STUDENT)
+        stats = train_student(model, make_optimizer(model, OptimConfig(lr=1e-2)), days, epochs=8,
+                              batch_size=128, distill=None, towers="decoupled_mixed", start_step=0, seed=0,
+                              device=CPU, grad_clip=5.0, history_len=4)
+        assert stats.distill_matched_fraction is None and stats.distill_loss is None
+        scores = predict_logits(model, held_out, history_len=4, batch_size=512, device=CPU)["main"]
+    assert auc(scores, labels) > 0.65  # untrained ≈ 0.5
 
 
 def test_distilled_student_reports_loss_magnitudes(vocab) -> None:
-    frame = make_frame(vocab, 400, seed=9).with_columns()
-    import polars as pl
-
-    with_teacher = frame.with_columns(
-        teacher_logit=pl.Series(np.where(np.arange(400) % 4 == 0, np.nan, 0.5), dtype=pl.Float32)
-        .fill_nan(None),
-        teacher_snapshot=pl.lit("teacher@x"),
-        teacher_r_s=pl.lit(2.0, dtype=pl.Float32), teacher_r_pos=pl.lit(1.0, dtype=pl.Float32),
-        teacher_p_x=pl.lit(1.0, dtype=pl.Float32), teacher_b_s=pl.lit(0.0, dtype=pl.Float32),
-    )
+    frame = make_frame(vocab, 400, seed=9)
+    logits = np.where(np.arange(400) % 4 == 0, np.nan, 0.5)
+    joined = with_teacher_columns(frame, logits)
     model = StudentModel(vocab, STUDENT)
-    stats = train_student(model, make_optimizer(model, OptimConfig()), [(date(2026, 1, 1), lambda: with_teacher)],
-                          epochs=1, batch_size=100, distill=DistillConfig(), towers="decoupled_mixed", start_step=0,
-                          seed=0, device=CPU, grad_clip=None, history_len=4)
+    stats = train_student(model, make_optimizer(model, OptimConfig()), [(DAY1, lambda: joined)], epochs=2,
+                          batch_size=100, distill=DistillConfig(teacher_target="exact"),
+                          towers="decoupled_mixed", start_step=5, seed=0, device=CPU, grad_clip=None,
+                          history_len=4, log_every=1)
+    assert isinstance(stats, TrainStats) and stats.steps == 8
     assert stats.distill_matched_fraction == pytest.approx(0.75)
     assert stats.distill_loss is not None and stats.task_loss is not None and stats.aux_loss is not None
+    assert np.isfinite([stats.mean_loss, stats.distill_loss, stats.task_loss, stats.aux_loss]).all()
+    assert [h["step"] for h in stats.history] == list(range(6, 14))
+    assert {"loss", "task_loss", "distill_loss", "aux_task_loss"} <= set(stats.history[0])
 
 
-def test_checkpoint_roundtrip_and_corruption(vocab) -> None:
+def test_predict_logits_keeps_row_order_and_mode(vocab) -> None:
+    frame = make_frame(vocab, 70, seed=10)
     model = StudentModel(vocab, STUDENT)
-    optimizer = make_optimizer(model, OptimConfig())
-    data = checkpoint_bytes(model, optimizer, {"snapshot_id": "student@x", "days": ["2026-01-01"], "parent": None})
-    payload = load_checkpoint_bytes(data)
-    assert payload["meta"]["snapshot_id"] == "student@x"
-    clone = StudentModel(vocab, STUDENT)
-    restore(clone, make_optimizer(clone, OptimConfig()), payload)
-    for a, b in zip(model.state_dict().values(), clone.state_dict().values(), strict=True):
-        assert torch.equal(a, b)
-    with pytest.raises(CheckpointError, match="corrupted"):
-        load_checkpoint_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="does not fit"):
-        restore(StudentModel(vocab, STUDENT.model_copy(update={"embed_dim": 6})), None, payload)
+    model.train()
+    out = predict_logits(model, frame, history_len=4, batch_size=32, device=CPU)
+    assert model.training  # restored
+    assert set(out) == {"main", "aux"} and out["main"].shape == (70,)
+    single = predict_logits(model, frame[5:6], history_len=4, batch_size=32, device=CPU)
+    assert np.allclose(single["main"], out["main"][5:6], atol=1e-6)
+    empty = predict_logits(model, frame.clear(), history_len=4, batch_size=32, device=CPU)
+    assert empty["main"].shape == (0,)
 
 
-def test_serving_tower_exports_and_matches_eager(vocab) -> None:
-    batch = frame_to_tensors(make_frame(vocab, 4, seed=11), history_len=4)
-    module = StudentModel(vocab, STUDENT).serving_module(POLICY).eval()
-    eager = module(batch.sparse, batch.dense, batch.history)
-    exported = torch.export.export(module, (batch.sparse, batch.dense, batch.history))
-    assert torch.allclose(exported.module()(batch.sparse, batch.dense, batch.history), eager)
-    assert ((eager > 0) & (eager < 1)).all()
+def test_make_optimizer_picks_adamw_for_weight_decay(vocab) -> None:
+    model = StudentModel(vocab, STUDENT)
+    assert type(make_optimizer(model, OptimConfig())) is torch.optim.Adam
+    assert type(make_optimizer(model, OptimConfig(weight_decay=0.01))) is torch.optim.AdamW

@@ -8,13 +8,15 @@ RECDISTILL_HOME ?= $(CURDIR)/.state/$(PROFILE)
 UI_PORT ?= 3000
 MLFLOW_PORT ?= 5000
 TORCH_VERSION := 2.13.0
+CHROMIUM ?= /usr/bin/chromium
+E2E_OUT ?= $(CURDIR)/.state/e2e
 
 export RECDISTILL_PROFILE := $(PROFILE)
 export RECDISTILL_HOME
 export DAGSTER_HOME ?= $(RECDISTILL_HOME)/dagster
 export MPLCONFIGDIR ?= $(CURDIR)/.state/.matplotlib
 
-.PHONY: install run test scenarios lint validate ui mlflow-ui movielens clean-state
+.PHONY: install run test scenarios e2e lint validate ui mlflow-ui movielens clean-state
 
 # torch first, pinned: it takes the local CPU wheel; the project's range then installs nothing more.
 $(VENV)/.installed: pyproject.toml
@@ -38,6 +40,18 @@ test: install  ## unit + integration tests (tiny profile through Dagster)
 
 scenarios: install  ## operational scenarios (kill -9 mid-write, …)
 	$(PY) -m pytest -q -m scenario
+
+# Debian's Chromium (apt-get) driven by Playwright from PyPI: no browser download. Screenshots, server
+# logs and the session's state folder land in $(E2E_OUT).
+e2e: install  ## browser end-to-end tests: dagster dev + mlflow server (tiny profile) in Chromium
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+		echo "e2e: installing Debian's chromium (apt-get)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	fi
+	@$(PY) -c "import playwright" 2>/dev/null || $(PY) -m pip install --quiet -e '.[dev]'
+	RECDISTILL_REQUIRE_E2E=1 RECDISTILL_CHROMIUM=$(CHROMIUM) RECDISTILL_E2E_OUT=$(E2E_OUT) $(PY) -m pytest -q -m e2e
+	@echo "e2e: screenshots in $(E2E_OUT)/screenshots, server logs in $(E2E_OUT)/logs"
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,83 @@
+"""The Dagster UI, the way a user drives it: the asset graph, a partition launched by clicking, the
+asset pages with the report's η and the join coverage."""
+
+import json
+import re
+
+import pytest
+
+from tests.e2e.conftest import PROFILE, TRAINING_PARTITION, E2EPaths, LaunchedRun, RunningServer
+
+pytestmark = pytest.mark.e2e
+
+PARTITION = TRAINING_PARTITION.isoformat()
+NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e-?\d+)?")
+
+
+def expected_assets() -> list[str]:
+    from recdistill_dagster.definitions import build_definitions
+
+    graph = build_definitions(PROFILE).resolve_asset_graph()
+    return sorted(key.to_user_string() for key in graph.get_all_asset_keys())
+
+
+def graph_node(page, name: str):
+    """An asset node drawn in the graph (long names are truncated on screen, full in data-tooltip)."""
+    nodes = page.locator("foreignObject")
+    return nodes.get_by_text(name, exact=True).or_(nodes.locator(f'[data-tooltip="{name}"]')).first
+
+
+def metadata_value(page, label: str) -> str:
+    """The value cell of one row of an asset page's metadata table."""
+    row = page.locator("tr").filter(has=page.locator("td").first.get_by_text(label, exact=True)).first
+    row.wait_for()
+    return row.locator("td").nth(1).inner_text()
+
+
+def first_number(text: str) -> float:
+    match = NUMBER.search(text)
+    assert match, f"no number in {text!r}"
+    return float(match.group())
+
+
+def test_asset_graph_draws_every_asset(page, dagster_ui: RunningServer, screenshot) -> None:
+    assets = expected_assets()
+    assert len(assets) == 9, assets
+    # Wide enough that the whole expanded graph is drawn at a scale with full (named) asset nodes.
+    page.set_viewport_size({"width": 2400, "height": 1350})
+    page.goto(f"{dagster_ui.url}/asset-groups")
+    page.get_by_role("button", name="Materialize all").wait_for()
+    # Groups (data, teacher, student, evaluation) start collapsed; ⌥E expands them all.
+    for group in ("data", "teacher", "student", "evaluation"):
+        page.locator("foreignObject").get_by_text(group, exact=True).first.wait_for()
+    page.keyboard.press("Alt+e")
+    for name in assets:
+        graph_node(page, name).wait_for(state="visible")
+    screenshot(page, "asset-graph")
+
+
+def test_partition_launched_from_the_ui_succeeds(launched_run: LaunchedRun) -> None:
+    assert launched_run.status == "SUCCESS"
+
+
+def test_report_asset_page_shows_eta(launched_run: LaunchedRun, page, dagster_ui: RunningServer,
+                                     e2e_paths: E2EPaths, screenshot) -> None:
+    report = json.loads((e2e_paths.home / "reports" / PARTITION / "transferability.json").read_text())
+    page.goto(f"{dagster_ui.url}/assets/transferability_report?view=partitions&partition={PARTITION}")
+    shown = {label: metadata_value(page, label) for label in ("eta", "eta_ci", "cumulative_eta", "teacher_auc")}
+    screenshot(page, "asset-transferability_report")
+    for label in ("eta", "cumulative_eta", "teacher_auc"):
+        expected = report["cumulative"]["eta"] if label == "cumulative_eta" else report[label]
+        assert expected is not None, f"{label} not measured in the tiny run"
+        assert first_number(shown[label]) == pytest.approx(expected, abs=1e-3), (label, shown[label])
+    low, high = (float(x) for x in NUMBER.findall(shown["eta_ci"])[:2])
+    assert low == pytest.approx(report["eta_ci"][0], abs=1e-3)
+    assert high == pytest.approx(report["eta_ci"][1], abs=1e-3)
+
+
+def test_student_dataset_page_shows_join_coverage(launched_run: LaunchedRun, page, dagster_ui: RunningServer,
+                                                  screenshot) -> None:
+    page.goto(f"{dagster_ui.url}/assets/student_dataset?view=partitions&partition={PARTITION}")
+    coverage = first_number(metadata_value(page, "join_coverage"))
+    screenshot(page, "asset-student_dataset")
+    assert coverage == pytest.approx(1.0)  # no faults configured in the tiny profile: every row matched

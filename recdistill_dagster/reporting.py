@@ -14,6 +14,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 REPORT_KEYS = ("teacher_auc", "student_raw_auc", "student_distill_auc", "student_aux_auc", "bayes_auc")
+# How each model's AUC is drawn in every plot over days: report key → (legend, matplotlib style).
+MODEL_STYLES = {
+    "bayes_auc": ("Bayes limit (p_true)", "k--"),
+    "teacher_auc": ("teacher", "C3-o"),
+    "student_distill_auc": ("distilled student (main)", "C0-o"),
+    "student_aux_auc": ("distilled student (aux)", "C0:"),
+    "student_raw_auc": ("baseline student", "C7-o"),
+}
 
 
 def fmt(value: float | None, digits: int = 4) -> str:
@@ -29,14 +37,7 @@ def plot_transferability(history: list[dict[str, Any]]) -> bytes:
     """PNG: AUC of each model per report day (with the Bayes limit) and η per day with its CI."""
     days = [r["day"] for r in history]
     fig, (ax_auc, ax_eta) = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
-    styles = {
-        "bayes_auc": ("Bayes limit (p_true)", "k--"),
-        "teacher_auc": ("teacher", "C3-o"),
-        "student_distill_auc": ("distilled student (main)", "C0-o"),
-        "student_aux_auc": ("distilled student (aux)", "C0:"),
-        "student_raw_auc": ("baseline student", "C7-o"),
-    }
-    for key, (label, style) in styles.items():
+    for key, (label, style) in MODEL_STYLES.items():
         values = [r.get(key) for r in history]
         if any(v is not None for v in values):
             ax_auc.plot(days, [v if v is not None else float("nan") for v in values], style, label=label)

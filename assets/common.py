@@ -1,11 +1,24 @@
 """Small helpers shared by the asset definitions: partition keys, MLflow tags, progress, metadata."""
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from dagster import AssetExecutionContext, MetadataValue
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetKey,
+    AssetMaterialization,
+    BackfillPolicy,
+    DataVersion,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+)
 
 from models.training import TrainStats
 from recdistill_dagster.partitions import parse_day
@@ -17,15 +30,147 @@ GROUP_EVALUATION = "evaluation"
 OWNERS = ["team:ml-platform"]
 
 
+# One run materializes a whole range of days (in date order, inside the asset), so a backfill of
+# the self-dependent chain neither races nor advances one day per daemon tick.
+SINGLE_RUN = BackfillPolicy.single_run()
+# Every training asset claims this pool: with `granularity: run` in dagster.yaml, a scheduled run, a
+# backfill and a sensor's repair run never train at the same time, whoever launched them.
+TRAINING_POOL = "recdistill_training"
+
+
+def partition_days(context: AssetExecutionContext) -> list[date]:
+    """The run's days in date order: one for a daily run, several for a single-run backfill."""
+    return sorted(parse_day(key) for key in context.partition_keys)
+
+
+@dataclass
+class CheckOutcome:
+    check_name: str
+    passed: bool
+    blocking: bool  # a failure that must stop the downstream assets
+    description: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PartitionOutcome:
+    asset_key: str
+    day: date
+    metadata: dict[str, Any]
+    data_version: str | None = None
+    checks: list[CheckOutcome] = field(default_factory=list)
+
+
+class RangeMaterializer:
+    """Per-partition results of an asset step that covers one day or a range of days.
+
+    Days are processed in order and recorded as they finish. On success, `results()` yields one
+    `MaterializeResult` per asset with each day's own metadata (and check results). When a day
+    fails, or a blocking check fails, `stop()` records the days finished so far (materializations
+    and check evaluations, partition by partition) and ends the step, so nothing done is lost from
+    the event log and nothing downstream runs on the bad day.
+    """
+
+    def __init__(self, context: AssetExecutionContext, asset_keys: list[str],
+                 check_names: Mapping[str, list[str]] | None = None) -> None:
+        self.context = context
+        self.asset_keys = asset_keys
+        self.check_names = dict(check_names or {})
+        self.outcomes: list[PartitionOutcome] = []
+
+    def add(self, outcome: PartitionOutcome) -> None:
+        self.outcomes.append(outcome)
+
+    def blocking_failures(self) -> list[str]:
+        return [f"{o.asset_key} {o.day}: {c.check_name} failed: {c.description}"
+                for o in self.outcomes for c in o.checks if not c.passed and c.blocking]
+
+    def _check_evaluation(self, outcome: PartitionOutcome, check: CheckOutcome) -> AssetCheckEvaluation:
+        return AssetCheckEvaluation(
+            asset_key=AssetKey(outcome.asset_key), check_name=check.check_name, passed=check.passed,
+            severity=AssetCheckSeverity.ERROR if check.blocking else AssetCheckSeverity.WARN,
+            description=check.description, metadata=check.metadata, partition=outcome.day.isoformat(),
+        )
+
+    def stop(self, reason: BaseException) -> Iterator[AssetMaterialization | AssetCheckEvaluation]:
+        """Yield the finished days' events, then fail the step (a generator: yielded events are kept)."""
+        for outcome in self.outcomes:
+            yield AssetMaterialization(asset_key=outcome.asset_key, partition=outcome.day.isoformat(),
+                                       metadata=outcome.metadata)
+            for check in outcome.checks:
+                yield self._check_evaluation(outcome, check)
+        done = sorted({o.day.isoformat() for o in self.outcomes})
+        raise Failure(
+            description=f"{type(reason).__name__}: {reason}",
+            metadata={"finished_days": MetadataValue.json(done)},
+        ) from reason
+
+    def results(self) -> Iterator[MaterializeResult | AssetCheckEvaluation]:
+        single = len(self.context.partition_keys) == 1
+        for key in self.asset_keys:
+            outcomes = [o for o in self.outcomes if o.asset_key == key]
+            check_results = []
+            if single:
+                (outcome,) = outcomes
+                check_results = [
+                    AssetCheckResult(check_name=c.check_name, passed=c.passed, description=c.description,
+                                     severity=AssetCheckSeverity.ERROR if c.blocking else AssetCheckSeverity.WARN,
+                                     metadata=c.metadata)
+                    for c in outcome.checks
+                ]
+                yield MaterializeResult(
+                    asset_key=key, metadata=outcome.metadata, check_results=check_results,
+                    data_version=DataVersion(outcome.data_version) if outcome.data_version else None,
+                )
+                continue
+            for outcome in outcomes:
+                self.context.add_asset_metadata(outcome.metadata, asset_key=key,
+                                                partition_key=outcome.day.isoformat())
+                for check in outcome.checks:  # partition-scoped evaluations for every day of the range
+                    yield self._check_evaluation(outcome, check)
+            for name in self.check_names.get(key, []):  # the check's output for the run as a whole
+                failed = [o.day.isoformat() for o in outcomes
+                          for c in o.checks if c.check_name == name and not c.passed]
+                description = f"{len(outcomes)} day(s) checked" + (f"; failed on {', '.join(failed)}" if failed else "")
+                check_results.append(AssetCheckResult(
+                    check_name=name, passed=not failed, severity=AssetCheckSeverity.WARN, description=description,
+                ))
+            yield MaterializeResult(asset_key=key, check_results=check_results)
+
+
+def run_days(context: AssetExecutionContext, materializer: RangeMaterializer,
+             work: Callable[[date], list[PartitionOutcome]]) -> Iterator[Any]:
+    """Run `work` for each of the run's days in order; stop at the first error or blocking failure."""
+    days = partition_days(context)
+    for index, day in enumerate(days, start=1):
+        if len(days) > 1:
+            context.log.info(f"{context.op_def.name}: day {day} ({index}/{len(days)})")
+        try:
+            outcomes = work(day)
+        except Exception as exc:
+            yield from materializer.stop(exc)
+        for outcome in outcomes:
+            materializer.add(outcome)
+        failures = materializer.blocking_failures()
+        if failures:
+            yield from materializer.stop(BlockingCheckFailed("; ".join(failures)))
+    yield from materializer.results()
+
+
+class BlockingCheckFailed(RuntimeError):
+    """A blocking asset check failed: the downstream assets of this day must not run."""
+
+
 def partition_day(context: AssetExecutionContext) -> date:
     return parse_day(context.partition_key)
 
 
-def mlflow_tags(context: AssetExecutionContext, role: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+def mlflow_tags(context: AssetExecutionContext, role: str, extra: Mapping[str, str] | None = None,
+                day: date | None = None) -> dict[str, str]:
     """Tags that tie an MLflow run to the Dagster run, partition and asset that produced it."""
     tags = {
         "dagster.run_id": context.run.run_id,
-        "dagster.partition": context.partition_key,
+        "dagster.partition": day.isoformat() if day else context.partition_key,
         "dagster.job": context.job_def.name,
         "recdistill.role": role,
     }

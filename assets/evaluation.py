@@ -1,9 +1,23 @@
 """Transferability report: progressive validation of teacher, baseline and distilled student."""
 
-from dagster import AssetDep, AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from collections.abc import Iterator
+from datetime import date
+from typing import Any
 
-from assets.common import GROUP_EVALUATION, OWNERS, mlflow_tags, partition_day
+from dagster import AssetDep, AssetExecutionContext, MetadataValue, asset
+
+from assets.common import (
+    GROUP_EVALUATION,
+    OWNERS,
+    SINGLE_RUN,
+    TRAINING_POOL,
+    PartitionOutcome,
+    RangeMaterializer,
+    mlflow_tags,
+    run_days,
+)
 from recdistill_dagster import layout
+from recdistill_dagster.config import PipelineConfig
 from recdistill_dagster.partitions import NEXT_DAY, PREVIOUS_DAY, SAME_DAY, PipelinePartitions
 from recdistill_dagster.reporting import plot_transferability, report_markdown
 from recdistill_dagster.steps import evaluate_partition, report_history
@@ -25,6 +39,8 @@ def build_evaluation_assets(partitions: PipelinePartitions) -> list:
             AssetDep("transferability_report", partition_mapping=PREVIOUS_DAY),
         ],
         group_name=GROUP_EVALUATION,
+        backfill_policy=SINGLE_RUN,
+        pool=TRAINING_POOL,
         kinds={"polars", "mlflow"},
         owners=OWNERS,
         description=(
@@ -35,58 +51,69 @@ def build_evaluation_assets(partitions: PipelinePartitions) -> list:
     )
     def transferability_report(context: AssetExecutionContext, settings: PipelineSettings,
                                store: ArtifactStore, tracking: MlflowTracking,
-                               data_source: RecDataSource) -> MaterializeResult:
+                               data_source: RecDataSource) -> Iterator[Any]:
         config = settings.config()
-        day = partition_day(context)
-        result = evaluate_partition(config, store, data_source.source().vocab(), day)
-        report = result.report
-        png = plot_transferability(report_history(config, store, day))
-        plot_url = store.write_bytes(layout.report_path(day, "transferability.png"), png)
-        markdown = report_markdown(report, png)
-        snapshot_tags = {"teacher_snapshot": report["snapshots"]["teacher"],
-                         "student_snapshot": report["snapshots"]["student"]}
-        with tracking.start_run(run_name=f"report {day}", tags=mlflow_tags(context, "report", snapshot_tags)) as run:
-            run.log_params({"role": "report", "partition": context.partition_key, "profile": config.profile,
-                            "eval_day": report["eval_day"], "eval": config.eval.model_dump(mode="json")})
-            run.log_metrics({k: report[k] for k in METRIC_KEYS if report.get(k) is not None})
-            run.log_metrics({f"cumulative_{k}": report["cumulative"][k] for k in METRIC_KEYS
-                             if report["cumulative"].get(k) is not None})
-            run.log_json("transferability.json", report)
-            run.log_bytes("transferability.png", png)
-            run.log_bytes("transferability.md", report_markdown(report).encode())
-        context.log.info(
-            f"report {day}: teacher {report['teacher_auc']:.4f}, raw {report['student_raw_auc']:.4f}, "
-            f"distilled {report['student_distill_auc']:.4f}, eta {report['eta']}, cumulative eta "
-            f"{report['cumulative']['eta']}"
-        )
 
-        def number(value: float | None) -> MetadataValue | None:
-            return MetadataValue.float(float(value)) if value is not None else None
+        def report_day(day: date) -> list[PartitionOutcome]:
+            return [_report_day(context, config, store, tracking, data_source, day)]
 
-        cumulative = report["cumulative"]
-        return MaterializeResult(
-            metadata={
-                "eta": number(report["eta"]),
-                "eta_ci": MetadataValue.json(report["eta_ci"]),
-                "teacher_gain": number(report["teacher_gain"]),
-                "teacher_gain_ci": MetadataValue.json(report["teacher_gain_ci"]),
-                "distill_gain": number(report["distill_gain"]),
-                "teacher_auc": number(report["teacher_auc"]),
-                "student_raw_auc": number(report["student_raw_auc"]),
-                "student_distill_auc": number(report["student_distill_auc"]),
-                "student_aux_auc": number(report["student_aux_auc"]),
-                "bayes_auc": number(report["bayes_auc"]),
-                "cumulative_eta": number(cumulative["eta"]),
-                "cumulative_eta_ci": MetadataValue.json(cumulative["eta_ci"]),
-                "cumulative_teacher_gain": number(cumulative["teacher_gain"]),
-                "n_eval": report["n_eval"],
-                "eval_day": report["eval_day"],
-                "snapshots": MetadataValue.json(report["snapshots"]),
-                "mlflow_run_id": run.run_id,
-                "report_path": MetadataValue.path(result.report_url),
-                "plot_path": MetadataValue.path(plot_url),
-                "summary": MetadataValue.md(markdown),
-            },
-        )
+        yield from run_days(context, RangeMaterializer(context, ["transferability_report"]), report_day)
 
     return [transferability_report]
+
+
+def _report_day(context: AssetExecutionContext, config: PipelineConfig, store: ArtifactStore,
+                tracking: MlflowTracking, data_source: RecDataSource, day: date) -> PartitionOutcome:
+    result = evaluate_partition(config, store, data_source.source().vocab(), day)
+    report = result.report
+    png = plot_transferability(report_history(config, store, day))
+    plot_url = store.write_bytes(layout.report_path(day, "transferability.png"), png)
+    markdown = report_markdown(report, png)
+    snapshot_tags = {"teacher_snapshot": report["snapshots"]["teacher"],
+                     "student_snapshot": report["snapshots"]["student"]}
+    with tracking.start_run(run_name=f"report {day}", tags=mlflow_tags(context, "report", snapshot_tags, day)) as run:
+        run.log_params({"role": "report", "partition": day.isoformat(), "profile": config.profile,
+                        "eval_day": report["eval_day"], "eval": config.eval.model_dump(mode="json")})
+        run.log_metrics({k: report[k] for k in METRIC_KEYS if report.get(k) is not None})
+        run.log_metrics({f"cumulative_{k}": report["cumulative"][k] for k in METRIC_KEYS
+                         if report["cumulative"].get(k) is not None})
+        run.log_json("transferability.json", report)
+        run.log_bytes("transferability.png", png)
+        run.log_bytes("transferability.md", report_markdown(report).encode())
+    context.log.info(
+        f"report {day}: teacher {report['teacher_auc']:.4f}, raw {report['student_raw_auc']:.4f}, "
+        f"distilled {report['student_distill_auc']:.4f}, eta {report['eta']}, cumulative eta "
+        f"{report['cumulative']['eta']}"
+    )
+
+    def number(value: float | None) -> MetadataValue | None:
+        return MetadataValue.float(float(value)) if value is not None else None
+
+    cumulative = report["cumulative"]
+    return PartitionOutcome(
+        asset_key="transferability_report",
+        day=day,
+        metadata={
+            "eta": number(report["eta"]),
+            "eta_ci": MetadataValue.json(report["eta_ci"]),
+            "teacher_gain": number(report["teacher_gain"]),
+            "teacher_gain_ci": MetadataValue.json(report["teacher_gain_ci"]),
+            "distill_gain": number(report["distill_gain"]),
+            "teacher_auc": number(report["teacher_auc"]),
+            "student_raw_auc": number(report["student_raw_auc"]),
+            "student_distill_auc": number(report["student_distill_auc"]),
+            "student_aux_auc": number(report["student_aux_auc"]),
+            "bayes_auc": number(report["bayes_auc"]),
+            "cumulative_eta": number(cumulative["eta"]),
+            "cumulative_eta_ci": MetadataValue.json(cumulative["eta_ci"]),
+            "cumulative_teacher_gain": number(cumulative["teacher_gain"]),
+            "n_eval": report["n_eval"],
+            "eval_day": report["eval_day"],
+            "snapshots": MetadataValue.json(report["snapshots"]),
+            "mlflow_run_id": run.run_id,
+            "report_path": MetadataValue.path(result.report_url),
+            "plot_path": MetadataValue.path(plot_url),
+            "summary": MetadataValue.md(markdown),
+        },
+    )
+

@@ -1,13 +1,13 @@
 """Student side: the joined dataset, the distilled student and the no-teacher baseline."""
 
+from collections.abc import Iterator
+from datetime import date
+from typing import Any
+
 from dagster import (
-    AssetCheckResult,
-    AssetCheckSeverity,
     AssetCheckSpec,
     AssetDep,
     AssetExecutionContext,
-    DataVersion,
-    MaterializeResult,
     MetadataValue,
     asset,
 )
@@ -15,13 +15,19 @@ from dagster import (
 from assets.common import (
     GROUP_STUDENT,
     OWNERS,
+    SINGLE_RUN,
+    TRAINING_POOL,
+    CheckOutcome,
+    PartitionOutcome,
+    RangeMaterializer,
     markdown_table,
     mlflow_tags,
-    partition_day,
     progress_logger,
+    run_days,
     train_stats_metadata,
     train_stats_metrics,
 )
+from recdistill_dagster.config import PipelineConfig
 from recdistill_dagster.partitions import PREVIOUS_DAY, SAME_DAY, PipelinePartitions
 from recdistill_dagster.reporting import fmt
 from recdistill_dagster.steps import (
@@ -45,14 +51,23 @@ def _train_student_asset(
     store: ArtifactStore,
     tracking: MlflowTracking,
     data_source: RecDataSource,
-) -> MaterializeResult:
+) -> Iterator[Any]:
     config = settings.config()
-    day = partition_day(context)
+
+    def train_day(day: date) -> list[PartitionOutcome]:
+        return [_train_student_day(context, config, variant, store, tracking, data_source, day)]
+
+    yield from run_days(context, RangeMaterializer(context, [context.assets_def.key.path[-1]]), train_day)
+
+
+def _train_student_day(context: AssetExecutionContext, config: PipelineConfig, variant: StudentVariant,
+                       store: ArtifactStore, tracking: MlflowTracking, data_source: RecDataSource,
+                       day: date) -> PartitionOutcome:
     snapshot = snapshot_id(variant, day, context.run.run_id)
     with tracking.start_run(
-        run_name=f"{variant} {day}", tags=mlflow_tags(context, variant, {"student_snapshot": snapshot})
+        run_name=f"{variant} {day}", tags=mlflow_tags(context, variant, {"student_snapshot": snapshot}, day)
     ) as run:
-        run.log_params({"role": variant, "partition": context.partition_key, "profile": config.profile,
+        run.log_params({"role": variant, "partition": day.isoformat(), "profile": config.profile,
                         "student": config.student.model_dump(mode="json"),
                         "sampling": config.sampling.student.model_dump(mode="json")})
         result = train_student_partition(
@@ -87,8 +102,10 @@ def _train_student_asset(
     if result.distilled:
         rows += [("task loss", fmt(stats.task_loss)), ("distill loss", fmt(stats.distill_loss)),
                  ("rows with a teacher logit", fmt(stats.distill_matched_fraction, 3))]
-    return MaterializeResult(
-        data_version=DataVersion(result.snapshot_id),
+    return PartitionOutcome(
+        asset_key=context.assets_def.key.path[-1],
+        day=day,
+        data_version=result.snapshot_id,
         metadata={
             "snapshot_id": result.snapshot_id,
             "parent_snapshot": result.parent_snapshot or "none (batch phase)",
@@ -116,6 +133,8 @@ def build_student_assets(partitions: PipelinePartitions) -> list:
     @asset(
         name="student_dataset",
         partitions_def=partitions.training,
+        backfill_policy=SINGLE_RUN,
+        pool=TRAINING_POOL,
         deps=[AssetDep("student_samples", partition_mapping=SAME_DAY),
               AssetDep("teacher_logits", partition_mapping=SAME_DAY)],
         group_name=GROUP_STUDENT,
@@ -133,53 +152,20 @@ def build_student_assets(partitions: PipelinePartitions) -> list:
         ),
     )
     def student_dataset(context: AssetExecutionContext, settings: PipelineSettings,
-                        store: ArtifactStore) -> MaterializeResult:
+                        store: ArtifactStore) -> Iterator[Any]:
         config = settings.config()
-        result = build_student_dataset_partition(config, store, partition_day(context))
-        stats = result.stats
-        verdict = coverage_verdict(config, float(stats["coverage"]))
-        if not verdict.passed:
-            context.log.warning(f"student_dataset {context.partition_key}: {verdict.message}")
-        context.log.info(f"student_dataset {context.partition_key}: {stats}")
-        summary = markdown_table(
-            [
-                ("rows", f"{stats['n_rows']:,}"),
-                ("with teacher logit", f"{stats['n_matched']:,}"),
-                ("join coverage", fmt(stats["coverage"])),
-                ("label rate (matched)", fmt(stats["matched_label_rate"])),
-                ("label rate (unmatched)", fmt(stats["unmatched_label_rate"])),
-                ("teacher snapshots", ", ".join(f"`{s}`" for s in result.teacher_snapshots) or "—"),
-            ],
-            header=(f"student_dataset {context.partition_key}", ""),
-        )
-        check = AssetCheckResult(
-            check_name="join_coverage",
-            passed=verdict.passed,
-            severity=AssetCheckSeverity.ERROR if verdict.blocking else AssetCheckSeverity.WARN,
-            description=verdict.message,
-            metadata={"coverage": float(stats["coverage"]), "warn_below": config.join.coverage_warn,
-                      "fail_below": config.join.coverage_floor, "matched_rows": stats["n_matched"],
-                      "rows": stats["n_rows"]},
-        )
-        return MaterializeResult(
-            check_results=[check],
-            data_version=DataVersion(",".join(result.teacher_snapshots) or "no-teacher"),
-            metadata={
-                "dagster/row_count": stats["n_rows"],
-                "matched_rows": stats["n_matched"],
-                "join_coverage": MetadataValue.float(float(stats["coverage"])),
-                "matched_label_rate": stats["matched_label_rate"],
-                "unmatched_label_rate": stats["unmatched_label_rate"],
-                "teacher_snapshots": MetadataValue.json(result.teacher_snapshots),
-                "days": ", ".join(d.isoformat() for d in result.days),
-                "files": MetadataValue.json(result.urls),
-                "summary": MetadataValue.md(summary),
-            },
-        )
+
+        def join_day(day: date) -> list[PartitionOutcome]:
+            return [_student_dataset_day(context, config, store, day)]
+
+        materializer = RangeMaterializer(context, ["student_dataset"], {"student_dataset": ["join_coverage"]})
+        yield from run_days(context, materializer, join_day)
 
     @asset(
         name="student_checkpoint",
         partitions_def=partitions.training,
+        backfill_policy=SINGLE_RUN,
+        pool=TRAINING_POOL,
         deps=[AssetDep("student_dataset", partition_mapping=SAME_DAY),
               AssetDep("student_checkpoint", partition_mapping=PREVIOUS_DAY)],
         group_name=GROUP_STUDENT,
@@ -192,12 +178,14 @@ def build_student_assets(partitions: PipelinePartitions) -> list:
         ),
     )
     def student_checkpoint(context: AssetExecutionContext, settings: PipelineSettings, store: ArtifactStore,
-                           tracking: MlflowTracking, data_source: RecDataSource) -> MaterializeResult:
-        return _train_student_asset(context, "student", settings, store, tracking, data_source)
+                           tracking: MlflowTracking, data_source: RecDataSource) -> Iterator[Any]:
+        yield from _train_student_asset(context, "student", settings, store, tracking, data_source)
 
     @asset(
         name="student_baseline_checkpoint",
         partitions_def=partitions.training,
+        backfill_policy=SINGLE_RUN,
+        pool=TRAINING_POOL,
         deps=[AssetDep("student_samples", partition_mapping=SAME_DAY),
               AssetDep("student_baseline_checkpoint", partition_mapping=PREVIOUS_DAY)],
         group_name=GROUP_STUDENT,
@@ -210,7 +198,51 @@ def build_student_assets(partitions: PipelinePartitions) -> list:
     )
     def student_baseline_checkpoint(context: AssetExecutionContext, settings: PipelineSettings,
                                     store: ArtifactStore, tracking: MlflowTracking,
-                                    data_source: RecDataSource) -> MaterializeResult:
-        return _train_student_asset(context, "student_baseline", settings, store, tracking, data_source)
+                                    data_source: RecDataSource) -> Iterator[Any]:
+        yield from _train_student_asset(context, "student_baseline", settings, store, tracking, data_source)
 
     return [student_dataset, student_checkpoint, student_baseline_checkpoint]
+
+
+def _student_dataset_day(context: AssetExecutionContext, config: PipelineConfig, store: ArtifactStore,
+                         day: date) -> PartitionOutcome:
+    result = build_student_dataset_partition(config, store, day)
+    stats = result.stats
+    verdict = coverage_verdict(config, float(stats["coverage"]))
+    if not verdict.passed:
+        context.log.warning(f"student_dataset {day}: {verdict.message}")
+    context.log.info(f"student_dataset {day}: {stats}")
+    summary = markdown_table(
+        [
+            ("rows", f"{stats['n_rows']:,}"),
+            ("with teacher logit", f"{stats['n_matched']:,}"),
+            ("join coverage", fmt(stats["coverage"])),
+            ("label rate (matched)", fmt(stats["matched_label_rate"])),
+            ("label rate (unmatched)", fmt(stats["unmatched_label_rate"])),
+            ("teacher snapshots", ", ".join(f"`{s}`" for s in result.teacher_snapshots) or "—"),
+        ],
+        header=(f"student_dataset {day}", ""),
+    )
+    check = CheckOutcome(
+        "join_coverage", passed=verdict.passed, blocking=verdict.blocking, description=verdict.message,
+        metadata={"coverage": float(stats["coverage"]), "warn_below": config.join.coverage_warn,
+                  "fail_below": config.join.coverage_floor, "matched_rows": stats["n_matched"],
+                  "rows": stats["n_rows"]},
+    )
+    return PartitionOutcome(
+        asset_key="student_dataset",
+        day=day,
+        data_version=",".join(result.teacher_snapshots) or "no-teacher",
+        checks=[check],
+        metadata={
+            "dagster/row_count": stats["n_rows"],
+            "matched_rows": stats["n_matched"],
+            "join_coverage": MetadataValue.float(float(stats["coverage"])),
+            "matched_label_rate": stats["matched_label_rate"],
+            "unmatched_label_rate": stats["unmatched_label_rate"],
+            "teacher_snapshots": MetadataValue.json(result.teacher_snapshots),
+            "days": ", ".join(d.isoformat() for d in result.days),
+            "files": MetadataValue.json(result.urls),
+            "summary": MetadataValue.md(summary),
+        },
+    )

@@ -3,6 +3,7 @@
     python -m recdistill_dagster run --profile demo
     python -m recdistill_dagster summary --profile demo
     python -m recdistill_dagster lineage student_checkpoint 2026-01-10 [--json]
+    python -m recdistill_dagster backfill 2026-01-07 2026-01-12
 
 Runs go through Dagster (`execute_in_process` on the instance under DAGSTER_HOME), so every
 materialization is in the event log and visible in `dagster dev` afterwards.
@@ -97,17 +98,56 @@ def run_pipeline(profile: str, config_file: str | None, until: date | None = Non
     return 0
 
 
+def backfill(profile: str, config_file: str | None, start: date, end: date) -> int:
+    """Rebuild training partitions start..end: their data days, then the training range, one run each."""
+    from dagster import DagsterInstance
+
+    from recdistill_dagster.definitions import DAILY_TRAINING_JOB, SAMPLE_STREAMS_JOB, build_definitions
+    from recdistill_dagster.runs import QUIET, execute_range
+
+    home = state_home(profile)
+    ensure_dagster_home(home)
+    config = load_config(profile, config_file)
+    calendar = config.calendar
+    if not calendar.batch_end <= start <= end <= calendar.last_training_day:
+        print(f"error: {start}..{end} is not inside the training calendar {calendar.batch_end}.."
+              f"{calendar.last_training_day}", file=sys.stderr)
+        return 2
+    defs = build_definitions(profile, home, config_file)
+    instance = DagsterInstance.get()
+    data_start = calendar.start_date if start == calendar.batch_end else start
+    steps = [(SAMPLE_STREAMS_JOB, data_start, end + timedelta(days=1)), (DAILY_TRAINING_JOB, start, end)]
+    for job_name, first, last in steps:
+        t0 = time.monotonic()
+        result = execute_range(defs, job_name, first, last, instance, run_config=QUIET)
+        status = "ok" if result.success else "FAILED"
+        print(f"  {job_name} {first}..{last}: {status} in {time.monotonic() - t0:.1f}s (run {result.run_id})",
+              flush=True)
+        if not result.success:
+            failure = next((e.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"), "")
+            print(f"error: {failure}", file=sys.stderr)
+            return 1
+    print(summary_table(_load_reports(config, home)))
+    return 0
+
+
 def lineage(profile: str, config_file: str | None, asset: str, day: date, as_json: bool) -> int:
     import json
 
     from dagster import DagsterInstance
 
-    from recdistill_dagster.lineage import render, to_json, trace
+    from recdistill_dagster.home import store_url
+    from recdistill_dagster.lineage import render, snapshot_statuses, to_json, trace
+    from recdistill_dagster.registry import SnapshotRegistry
+    from resources import ArtifactStore
 
     config = load_config(profile, config_file)
-    ensure_dagster_home(state_home(profile))
+    home = state_home(profile)
+    ensure_dagster_home(home)
     nodes = trace(DagsterInstance.get(), config, asset, day)
-    print(json.dumps(to_json(asset, day, nodes), indent=2, default=str) if as_json else render(asset, day, nodes))
+    statuses = snapshot_statuses(SnapshotRegistry(ArtifactStore(base_url=store_url(home))), nodes)
+    print(json.dumps(to_json(asset, day, nodes, statuses), indent=2, default=str) if as_json
+          else render(asset, day, nodes, statuses))
     return 0 if all(node.materialized for node in nodes) else 1
 
 
@@ -121,7 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     audit.add_argument("asset")
     audit.add_argument("day", type=date.fromisoformat)
     audit.add_argument("--json", action="store_true", help="machine-readable output")
-    for command in (run, summary, audit):
+    refill = sub.add_parser("backfill", help="rebuild training partitions START..END in one run, in date order")
+    refill.add_argument("start", type=date.fromisoformat)
+    refill.add_argument("end", type=date.fromisoformat)
+    for command in (run, summary, audit, refill):
         command.add_argument("--profile", default=active_profile())
         command.add_argument("--config", dest="config_file", default=None, help="YAML file of overrides")
     run.add_argument("--until", type=date.fromisoformat, default=None, help="last training day to run")
@@ -129,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return run_pipeline(args.profile, args.config_file, args.until)
+        if args.command == "backfill":
+            return backfill(args.profile, args.config_file, args.start, args.end)
         if args.command == "lineage":
             return lineage(args.profile, args.config_file, args.asset, args.day, args.json)
         config = load_config(args.profile, args.config_file)

@@ -275,6 +275,34 @@ class JoinConfig(StrictModel):
         return self
 
 
+class HealthConfig(StrictModel):
+    """The blocking `teacher_health` check on every teacher snapshot.
+
+    The snapshot is compared with the last good one on the day's held-out rows (impressions the
+    teacher did not train on), its debiased mean prediction with the day's observed click rate, and
+    its recorded logits with the last good snapshot's. Any failure marks the snapshot unhealthy and
+    stops the day's downstream assets; the rollback sensor then repairs the chain.
+    """
+
+    max_auc_drop: float = Field(0.02, ge=0.0, le=1.0)  # held-out AUC, last good minus this snapshot
+    min_holdout_positives: int = Field(20, ge=1)  # fewer: the AUC comparison is skipped (too noisy)
+    max_calibration_error: float = Field(0.5, gt=0.0)  # |mean predicted / observed - 1| on the day
+    max_logit_mean_shift: float = Field(1.5, gt=0.0)  # |mean - mean_ref| in units of the ref's std
+    max_logit_std_ratio: float = Field(3.0, gt=1.0)  # std / std_ref (or its inverse), both floored
+    min_logits_for_shift: int = Field(200, ge=2)  # fewer held-out rows: the shift test is skipped
+    # Spreads below this count as this: a near-constant reference would turn tiny moves into huge shifts.
+    logit_std_floor: float = Field(0.5, gt=0.0)
+
+
+class TeacherFault(StrictModel):
+    """Make one day's teacher training go bad, for the first `attempts` materializations of it."""
+
+    day: date
+    mode: Literal["divergence", "nan"] = "divergence"
+    attempts: int = Field(1, ge=1)  # 1: a transient fault; the retrained snapshot is healthy
+    lr_multiplier: float = Field(1000.0, gt=1.0)  # divergence: the learning rate for that day
+
+
 class FaultConfig(StrictModel):
     """Fault injection for drills and scenario tests; everything is off by default."""
 
@@ -282,6 +310,9 @@ class FaultConfig(StrictModel):
     drop_logit_fraction: float = Field(0.0, ge=0.0, le=1.0)
     drop_logit_days: tuple[date, ...] = ()  # empty: every day
     seed: int = 17
+    teacher: TeacherFault | None = None
+    # Days whose upstream impressions have not arrived (an outage): their data partitions fail.
+    missing_data_days: tuple[date, ...] = ()
 
     def drops_logits_on(self, day: date) -> bool:
         return self.drop_logit_fraction > 0 and (not self.drop_logit_days or day in self.drop_logit_days)
@@ -296,6 +327,7 @@ class PipelineConfig(StrictModel):
     student: StudentConfig = StudentConfig()
     eval: EvalConfig = EvalConfig()
     join: JoinConfig = JoinConfig()
+    health: HealthConfig = HealthConfig()
     faults: FaultConfig = FaultConfig()
     runtime: RuntimeConfig = RuntimeConfig()
 

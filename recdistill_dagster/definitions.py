@@ -26,7 +26,9 @@ from recdistill_dagster.home import (
     store_url,
 )
 from recdistill_dagster.partitions import build_partitions
+from recdistill_dagster.rollback import REPAIRABLE_KEYS
 from recdistill_dagster.schedules import TRAINING_LANE_TAG, build_schedules
+from recdistill_dagster.sensors import build_rollback_sensor
 from resources import ArtifactStore, MlflowTracking, PipelineSettings, RecDataSource
 
 # allow_nonexistent_upstream_partitions (the self-dependency's first day) is flagged beta.
@@ -34,6 +36,7 @@ warnings.filterwarnings("ignore", category=BetaWarning)
 
 SAMPLE_STREAMS_JOB = "sample_streams_job"
 DAILY_TRAINING_JOB = "daily_training_job"
+ROLLBACK_REPAIR_JOB = "rollback_repair_job"
 
 
 def build_definitions(profile: str | None = None, home: Path | None = None,
@@ -53,7 +56,19 @@ def build_definitions(profile: str | None = None, home: Path | None = None,
         ),
         "data_source": RecDataSource(settings=settings),
     }
+    lane = {TRAINING_LANE_TAG: "training"}
+    repair_job = define_asset_job(
+        ROLLBACK_REPAIR_JOB,
+        selection=AssetSelection.assets(*REPAIRABLE_KEYS),
+        partitions_def=partitions.training,
+        tags=lane,
+        description=(
+            "Launched by the teacher rollback sensor: retrains the teacher from the last good snapshot and "
+            "re-materializes every partition derived from a bad snapshot, one run over the range in date order."
+        ),
+    )
     jobs = [
+        repair_job,
         define_asset_job(
             SAMPLE_STREAMS_JOB,
             selection=AssetSelection.groups(GROUP_DATA),
@@ -64,7 +79,7 @@ def build_definitions(profile: str | None = None, home: Path | None = None,
             DAILY_TRAINING_JOB,
             selection=AssetSelection.groups(GROUP_TEACHER, GROUP_STUDENT, GROUP_EVALUATION),
             partitions_def=partitions.training,
-            tags={TRAINING_LANE_TAG: "training"},
+            tags=lane,
             description=(
                 "One training partition end to end: teacher (+ recorded logits), student dataset, "
                 "distilled and baseline students, transferability report."
@@ -75,6 +90,7 @@ def build_definitions(profile: str | None = None, home: Path | None = None,
         assets=build_all_assets(partitions),
         jobs=jobs,
         schedules=build_schedules(config.calendar, SAMPLE_STREAMS_JOB, DAILY_TRAINING_JOB),
+        sensors=[build_rollback_sensor(config, resources["store"], repair_job, lane)],
         resources=resources,
         # Steps share one process: the multiprocess executor re-imports torch per step (seconds each).
         executor=in_process_executor,

@@ -16,14 +16,20 @@ telemetry:
   enabled: false
 nux:
   enabled: false
-# One run of the training lane at a time: the chain is self-dependent, so a scheduled run and a
-# backfill (or two job-backfill runs) must never train days concurrently.
+# One run of the training lane at a time: the chain is self-dependent, so a scheduled run, a
+# backfill and the rollback sensor's repair must never train days concurrently. Jobs carry the
+# lane tag; every training asset also claims the `recdistill_training` pool, which with run
+# granularity holds any queued run that would train (a UI asset backfill too) until the pool is free.
 run_queue:
   max_concurrent_runs: 4
   tag_concurrency_limits:
     - key: "recdistill/lane"
       value: "training"
       limit: 1
+concurrency:
+  pools:
+    granularity: run
+    default_limit: 1
 """
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 
 from recdistill_dagster.config import PipelineConfig
+from recdistill_dagster.registry import SnapshotRegistry
 from recdistill_dagster.steps import days_of_partition, previous_partition
 
 TRAINING_ASSETS = ("teacher_checkpoint", "teacher_logits", "student_dataset", "student_checkpoint",
@@ -98,28 +99,52 @@ def teacher_snapshots(nodes: list[LineageNode]) -> list[str]:
     for node in nodes:
         if node.asset in ("teacher_checkpoint", "teacher_logits") and node.metadata.get("teacher_snapshot"):
             found.add(node.metadata["teacher_snapshot"])
+            parent = node.metadata.get("parent_snapshot")
+            if isinstance(parent, str) and "@" in parent:
+                found.add(parent)
         found.update(node.metadata.get("teacher_snapshots") or [])
     return sorted(found)
 
 
-def to_json(asset: str, day: date, nodes: list[LineageNode]) -> dict[str, Any]:
+def snapshot_statuses(registry: SnapshotRegistry, nodes: list[LineageNode]) -> dict[str, dict[str, Any]]:
+    """Each teacher snapshot in the lineage with its registry status (good, unhealthy, bad)."""
+    statuses: dict[str, dict[str, Any]] = {}
+    for snapshot in teacher_snapshots(nodes):
+        record = registry.get(snapshot)
+        statuses[snapshot] = (
+            {"status": "unknown (not in the registry)"} if record is None else
+            {"status": record.status, "reason": record.reason, "produced_by_run": record.dagster_run_id,
+             "detected_at": record.detected_at.isoformat() if record.detected_at else None}
+        )
+    return statuses
+
+
+def to_json(asset: str, day: date, nodes: list[LineageNode],
+            statuses: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     return {
         "asset": asset,
         "partition": day.isoformat(),
         "complete": all(node.materialized for node in nodes),
         "teacher_snapshots": teacher_snapshots(nodes),
-        # A snapshot registry (good/bad) arrives with rollback; until then status is not tracked.
-        "snapshot_status": "not tracked (no snapshot registry yet)",
+        "snapshot_status": statuses or {},
+        "all_snapshots_good": all(v.get("status") == "good" for v in (statuses or {}).values()),
         "nodes": [asdict(node) for node in nodes],
     }
 
 
-def render(asset: str, day: date, nodes: list[LineageNode]) -> str:
+def render(asset: str, day: date, nodes: list[LineageNode], statuses: dict[str, dict[str, Any]] | None = None) -> str:
     lines = [f"lineage of {asset}[{day.isoformat()}]: {len(nodes)} upstream partition(s)"]
     missing = [node.key for node in nodes if not node.materialized]
     if missing:
         lines.append(f"NOT MATERIALIZED: {', '.join(missing)}")
-    lines.append(f"teacher snapshots: {', '.join(teacher_snapshots(nodes)) or 'none'}")
+    lines.append("teacher snapshots:")
+    for snapshot in teacher_snapshots(nodes):
+        info = (statuses or {}).get(snapshot, {})
+        status = str(info.get("status", "?"))
+        detail = ""
+        if status != "good" and info.get("reason"):
+            detail = f" — {info['reason']} (detected {info.get('detected_at')})"
+        lines.append(f"  {snapshot:<32} {status.upper() if status != 'good' else status}{detail}")
     lines.append("")
     for node in nodes:
         if not node.materialized:

@@ -44,6 +44,8 @@ from recdistill_dagster.data.schema import (
     validate_teacher_logits,
 )
 from recdistill_dagster.data.source import DaySource
+from recdistill_dagster.health import HealthInputs, HealthVerdict, assess_teacher
+from recdistill_dagster.registry import SnapshotRecord, SnapshotRegistry
 from resources.storage import ArtifactNotFoundError, ArtifactStore
 
 StudentVariant = Literal["student", "student_baseline"]
@@ -102,6 +104,11 @@ def materialize_sample_streams(
     config: PipelineConfig, source: DaySource, store: ArtifactStore, day: date
 ) -> StreamsResult:
     """The day's unsampled evaluation stream and the teacher's and student's sampled streams."""
+    if day in config.faults.missing_data_days:
+        raise PipelineStepError(
+            f"data partition {day}: the upstream impressions for {day} have not arrived (outage drill: "
+            "faults.missing_data_days); backfill this day once the data is there"
+        )
     impressions = source.impressions(day)
     validate_samples(impressions, table="impressions", partition=day.isoformat())
     if impressions.height == 0:
@@ -203,20 +210,39 @@ class ChainStart:
     parent_snapshot: str | None = None
     start_step: int = 0
     samples_before: int = 0
+    parent: LoadedCheckpoint | None = None
+    rolled_back_over: list[str] = field(default_factory=list)  # unusable snapshots skipped
 
 
 def _continue_chain(config: PipelineConfig, store: ArtifactStore, role: str, partition: date,
-                    model: torch.nn.Module, optimizer: torch.optim.Optimizer, arch: dict[str, Any]) -> ChainStart:
-    """Restore model and optimizer from yesterday's checkpoint (none for the batch partition)."""
+                    model: torch.nn.Module, optimizer: torch.optim.Optimizer, arch: dict[str, Any],
+                    usable: Callable[[str], bool] | None = None) -> ChainStart:
+    """Restore model and optimizer from yesterday's checkpoint (none for the batch partition).
+
+    With `usable` (the teacher's snapshot registry), a chain whose previous snapshot is unhealthy
+    or bad rolls back: it continues from the last usable snapshot before it.
+    """
     previous = previous_partition(config, partition)
-    if previous is None:
+    skipped: list[str] = []
+    while previous is not None:
+        parent = load_checkpoint(store, role, previous)
+        if usable is None or usable(parent.meta["snapshot_id"]):
+            break
+        skipped.append(parent.meta["snapshot_id"])
+        previous = previous_partition(config, previous)
+    else:
+        if skipped:
+            raise PipelineStepError(
+                f"{role}_checkpoint {partition}: no usable snapshot to continue from (unusable: "
+                f"{', '.join(skipped)}); re-materialize the batch partition {config.calendar.batch_end}"
+            )
         return ChainStart(previous=None)
-    parent = load_checkpoint(store, role, previous)
     _check_same_arch(parent, arch, role, partition)
     restore(model, optimizer, parent.payload)
     return ChainStart(previous=previous, parent_snapshot=parent.meta["snapshot_id"],
                       start_step=int(parent.meta["global_step"]),
-                      samples_before=int(parent.meta["samples_seen_total"]))
+                      samples_before=int(parent.meta["samples_seen_total"]), parent=parent,
+                      rolled_back_over=skipped)
 
 
 def _phase_schedule(optim: OptimConfig, batch: bool) -> dict[str, int]:
@@ -274,7 +300,64 @@ class TeacherStepResult:
     logit_mean: float
     logit_std: float
     n_parameters: int
+    health: HealthVerdict
+    attempt: int
+    fault: str | None = None  # the injected fault, if this materialization had one
+    rolled_back_over: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _inject_teacher_fault(config: PipelineConfig, partition: date, days: list[date], attempt: int,
+                          model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> str | None:
+    """Drill: make this day's teacher training go bad (config `faults.teacher`)."""
+    fault = config.faults.teacher
+    if fault is None or fault.day not in days or attempt > fault.attempts:
+        return None
+    if fault.mode == "divergence":
+        for group in optimizer.param_groups:
+            group["lr"] *= fault.lr_multiplier
+        return f"divergence (learning rate ×{fault.lr_multiplier:g}, attempt {attempt})"
+    with torch.no_grad():  # a corrupted update: the output bias becomes NaN, so every logit is NaN
+        list(model.parameters())[-1].fill_(math.nan)
+    return f"nan (output bias set to NaN, attempt {attempt})"
+
+
+def _teacher_health(config: PipelineConfig, store: ArtifactStore, vocab: FeatureVocab, partition: date,
+                    day: date, model: TeacherModel, chain: ChainStart, recorded: np.ndarray,
+                    device: torch.device) -> HealthVerdict:
+    """Gather the health check's inputs: the day's held-out rows scored by this and the last good snapshot."""
+    eval_frame = _load_validated(store, layout.samples_path("eval", day), "eval_samples", day)
+    trained_ids = store.scan_parquet(layout.samples_path("teacher", day)).select("sample_id")
+    trained = eval_frame.select("sample_id").with_row_index("row").join(
+        trained_ids.collect(), on="sample_id", how="semi"
+    )["row"].to_numpy()
+    holdout = np.ones(eval_frame.height, dtype=bool)
+    holdout[trained] = False
+    labels = eval_frame["label"].to_numpy().astype(np.float64)
+    if labels[holdout].sum() < config.health.min_holdout_positives:
+        # The teacher trained on (nearly) every row (e.g. it keeps all negatives): compare on the whole
+        # day instead; the comparison then favours the new snapshot, which still exposes a broken one.
+        holdout[:] = True
+    seq_len, batch_size = config.teacher.arch.seq_len, config.eval.batch_size
+    scores = predict_logits(model, eval_frame, history_len=seq_len, batch_size=batch_size, device=device)["logit"]
+    calibrated = _calibrated(scores, config.sampling.teacher, eval_frame["traffic_source"].to_numpy())
+    reference_scores = None
+    if chain.parent is not None:
+        reference = build_teacher(config, vocab).to(device)
+        restore(reference, None, chain.parent.payload)
+        holdout_frame = eval_frame.filter(pl.Series(holdout))
+        reference_scores = predict_logits(reference, holdout_frame, history_len=seq_len, batch_size=batch_size,
+                                          device=device)["logit"]
+    inputs = HealthInputs(
+        recorded_logits=recorded,
+        holdout_labels=labels[holdout],
+        holdout_scores=scores[holdout],
+        reference_holdout_scores=reference_scores,
+        mean_predicted_rate=float(np.mean(calibrated)) if calibrated.size else math.nan,
+        observed_rate=float(labels.mean()) if labels.size else math.nan,
+        reference_snapshot=chain.parent_snapshot,
+    )
+    return assess_teacher(inputs, config.health)
 
 
 def train_teacher_partition(
@@ -285,15 +368,23 @@ def train_teacher_partition(
     identity: RunIdentity,
     progress: Progress | None = None,
 ) -> TeacherStepResult:
-    """Train the teacher for one partition, recording its logits in the training forward pass."""
+    """Train the teacher for one partition, recording its logits in the training forward pass.
+
+    The chain continues from the last usable snapshot in the registry (a rollback skips unhealthy
+    or bad ones). The new snapshot is checked for health and registered with the verdict.
+    """
     days = days_of_partition(config, partition)
     _require_samples(store, "teacher", days, partition)
+    _require_samples(store, "eval", days[-1:], partition)  # the health check's held-out rows
+    registry = SnapshotRegistry(store)
+    attempt = registry.attempts(partition) + 1
     device = _device(config)
     model = build_teacher(config, vocab).to(device)
     optim_cfg = config.teacher.optim
     optimizer = make_optimizer(model, optim_cfg)
     arch = config.teacher.arch.model_dump(mode="json")
-    chain = _continue_chain(config, store, "teacher", partition, model, optimizer, arch)
+    chain = _continue_chain(config, store, "teacher", partition, model, optimizer, arch, usable=registry.is_usable)
+    fault = _inject_teacher_fault(config, partition, days, attempt, model, optimizer)
     batch = is_batch_partition(config, partition)
     snapshot = snapshot_id("teacher", partition, identity.dagster_run_id)
     loaders = [
@@ -313,30 +404,63 @@ def train_teacher_partition(
         log_every=config.runtime.log_every_steps,
         progress=progress,
     )
+    if fault and config.faults.teacher and config.faults.teacher.mode == "divergence":
+        for group in optimizer.param_groups:  # the saved optimizer state keeps the configured rate
+            group["lr"] /= config.faults.teacher.lr_multiplier
     logit_urls: dict[str, str] = {}
     all_logits = []
     for d in days:
         frame = logits_by_day[d]
-        validate_teacher_logits(frame, partition=f"{partition} (day {d})")
+        validate_teacher_logits(frame, partition=f"{partition} (day {d})", allow_nonfinite=True)
         logit_urls[d.isoformat()] = store.write_parquet(layout.teacher_logits_path(partition, d), frame)
         all_logits.append(frame["teacher_logit"].to_numpy())
     logits = np.concatenate(all_logits) if all_logits else np.zeros(0, dtype=np.float32)
+    health = _teacher_health(config, store, vocab, partition, days[-1], model, chain, logits, device)
     meta = _checkpoint_meta(config, "teacher", partition, snapshot, chain, days, stats, identity, arch,
-                            config.teacher.model_dump(mode="json"), "teacher_samples")
+                            config.teacher.model_dump(mode="json"), "teacher_samples",
+                            rolled_back_over=chain.rolled_back_over, attempt=attempt)
     checkpoint_url = store.write_bytes(
         layout.checkpoint_path("teacher", partition), checkpoint_bytes(model, optimizer, meta)
     )
+    registry.register(SnapshotRecord(
+        snapshot_id=snapshot, partition=partition, attempt=attempt,
+        status="good" if health.passed else "unhealthy",
+        dagster_run_id=identity.dagster_run_id, mlflow_run_id=identity.mlflow_run_id,
+        parent_snapshot=chain.parent_snapshot, created_at=datetime.now(UTC), checkpoint_url=checkpoint_url,
+        health=_json_safe(health.metrics), reason=None if health.passed else health.description,
+    ))
+    finite = logits[np.isfinite(logits)]
     return TeacherStepResult(
         partition=partition, snapshot_id=snapshot, parent_snapshot=chain.parent_snapshot,
         phase=meta["phase"], days=days, stats=stats, checkpoint_url=checkpoint_url,
         logit_urls=logit_urls, n_logits=int(logits.size),
-        logit_mean=float(logits.mean()) if logits.size else math.nan,
-        logit_std=float(logits.std()) if logits.size else math.nan,
-        n_parameters=sum(p.numel() for p in model.parameters()), meta=meta,
+        logit_mean=float(finite.mean()) if finite.size else math.nan,
+        logit_std=float(finite.std()) if finite.size else math.nan,
+        n_parameters=sum(p.numel() for p in model.parameters()), health=health, attempt=attempt,
+        fault=fault, rolled_back_over=chain.rolled_back_over, meta=meta,
     )
 
 
+def _json_safe(values: dict[str, Any]) -> dict[str, Any]:
+    """NaN/inf become None so the registry's JSON stays standard."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in values.items()}
+
+
 # --------------------------------------------------------------------------- student dataset
+
+
+def _require_usable_teacher(store: ArtifactStore, partition: date, consumer: str) -> str:
+    """The partition's current teacher snapshot, refusing one the registry marks unhealthy or bad."""
+    teacher = load_checkpoint(store, "teacher", partition)
+    snapshot = teacher.meta["snapshot_id"]
+    record = SnapshotRegistry(store).get(snapshot)
+    if record is not None and record.status != "good":
+        raise PipelineStepError(
+            f"{consumer} {partition}: teacher snapshot {snapshot} is {record.status} ({record.reason}); "
+            "its logits must not reach the student. The rollback sensor retrains the teacher from the "
+            "last good snapshot and re-materializes this partition"
+        )
+    return snapshot
 
 
 @dataclass
@@ -372,6 +496,7 @@ def build_student_dataset_partition(
     """Join the student's sampled rows with the recorded teacher logits (left join, lazily)."""
     days = days_of_partition(config, partition)
     _require_samples(store, "student", days, partition)
+    _require_usable_teacher(store, partition, "student_dataset")
     urls: dict[str, str] = {}
     for d in days:
         logits_rel = layout.teacher_logits_path(partition, d)
@@ -448,6 +573,19 @@ def train_student_partition(
         _require_samples(store, "student", days, partition)
         relatives = [layout.samples_path("student", d) for d in days]
         table = "student_samples"
+    teacher_snapshots: list[str] = []
+    if variant == "student":
+        snapshots = pl.concat([store.scan_parquet(rel) for rel in relatives]).select(
+            pl.col("teacher_snapshot").drop_nulls().unique()
+        )
+        teacher_snapshots = sorted(snapshots.collect()["teacher_snapshot"].to_list())
+        registry = SnapshotRegistry(store)
+        unusable = [s for s in teacher_snapshots if not registry.is_usable(s)]
+        if unusable:
+            raise PipelineStepError(
+                f"student_checkpoint {partition}: student_dataset carries logits of unusable teacher "
+                f"snapshot(s) {', '.join(unusable)}; re-materialize student_dataset {partition} after the rollback"
+            )
     device = _device(config)
     model = build_student(config, vocab).to(device)
     optim_cfg = config.student.optim
@@ -471,12 +609,6 @@ def train_student_partition(
         log_every=config.runtime.log_every_steps,
         progress=progress,
     )
-    teacher_snapshots: list[str] = []
-    if variant == "student":
-        snapshots = pl.concat([store.scan_parquet(rel) for rel in relatives]).select(
-            pl.col("teacher_snapshot").drop_nulls().unique()
-        )
-        teacher_snapshots = sorted(snapshots.collect()["teacher_snapshot"].to_list())
     snapshot = snapshot_id(variant, partition, identity.dagster_run_id)
     meta = _checkpoint_meta(config, variant, partition, snapshot, chain, days, stats, identity, arch,
                             config.student.model_dump(mode="json"), table, distilled=distilled,

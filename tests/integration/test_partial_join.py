@@ -28,6 +28,11 @@ def _run(tmp_path: Path, overrides: str):
     return instance, first_streaming, result
 
 
+def _check(result, name: str):
+    (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.check_name == name]
+    return evaluation
+
+
 def _latest_metadata(instance: DagsterInstance, asset: str, partition: str) -> dict:
     for record in instance.fetch_materializations(AssetKey(asset), limit=50).records:
         mat = record.asset_materialization
@@ -40,7 +45,7 @@ def test_dropped_logits_warn_and_train_on_task_loss_only(tmp_path: Path) -> None
     overrides = "faults: {drop_logit_fraction: 0.3, drop_logit_days: [2026-01-03]}\n"
     instance, day, result = _run(tmp_path, overrides)
     assert result.success
-    (evaluation,) = result.get_asset_check_evaluations()
+    evaluation = _check(result, "join_coverage")
     assert not evaluation.passed and evaluation.severity == AssetCheckSeverity.WARN
     dataset = _latest_metadata(instance, "student_dataset", day.isoformat())
     assert dataset["join_coverage"] == pytest.approx(0.7, abs=0.01)
@@ -56,7 +61,7 @@ def test_coverage_below_the_floor_blocks_the_student(tmp_path: Path) -> None:
                  "join: {coverage_warn: 0.95, coverage_floor: 0.5}\n")
     instance, day, result = _run(tmp_path, overrides)
     assert not result.success
-    (evaluation,) = result.get_asset_check_evaluations()
+    evaluation = _check(result, "join_coverage")
     assert not evaluation.passed and evaluation.severity == AssetCheckSeverity.ERROR
     assert day.isoformat() in instance.get_materialized_partitions(AssetKey("student_dataset"))
     assert day.isoformat() not in instance.get_materialized_partitions(AssetKey("student_checkpoint"))

@@ -1,0 +1,108 @@
+"""The teacher-rollback sensor.
+
+Each evaluation:
+1. reads the `teacher_health` check evaluations that failed since its cursor (Dagster's event log)
+   and records each snapshot as `bad` in the registry (reason, detected-at, producing run); also
+   marks any registry record still `unhealthy` (a missed event never leaves a snapshot in use);
+2. waits while a training run is queued or in progress (never two writers on the chain);
+3. plans the repair (`recdistill_dagster.rollback`) and launches it as one run over the range, in
+   date order, with a run key derived from the plan, so the same repair is never launched twice.
+It logs what it did and why; a skip says why nothing was launched.
+"""
+
+from typing import Any
+
+from dagster import (
+    AssetCheckKey,
+    AssetKey,
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    RunRequest,
+    RunsFilter,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+
+# Not re-exported at the top level in Dagster 1.13; the storage API that returns it is public.
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+
+from recdistill_dagster.config import PipelineConfig
+from recdistill_dagster.registry import SnapshotRegistry
+from recdistill_dagster.rollback import current_snapshots, plan_repair
+from resources.storage import ArtifactStore
+
+ROLLBACK_SENSOR = "teacher_rollback_sensor"
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+REPAIR_TAG = "recdistill/repair"
+HEALTH_CHECK = AssetCheckKey(AssetKey("teacher_checkpoint"), "teacher_health")
+IN_PROGRESS = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
+               DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
+
+
+def record_failed_checks(context: SensorEvaluationContext, registry: SnapshotRegistry, cursor: int) -> int:
+    """Mark the snapshots of newly failed health checks bad; returns the new cursor."""
+    history = context.instance.event_log_storage.get_asset_check_execution_history(
+        HEALTH_CHECK, limit=1000, status={AssetCheckExecutionRecordStatus.FAILED}
+    )
+    newest = cursor
+    for record in sorted(history, key=lambda r: r.id):
+        if record.id <= cursor or record.event is None or record.event.dagster_event is None:
+            continue
+        newest = max(newest, record.id)
+        evaluation = record.event.dagster_event.event_specific_data
+        snapshot = getattr(evaluation.metadata.get("teacher_snapshot"), "value", None)
+        if not snapshot:
+            context.log.warning(f"failed teacher_health on {evaluation.partition} names no snapshot; skipped")
+            continue
+        marked = registry.mark_bad(snapshot, reason=evaluation.description or "teacher_health failed",
+                                   detected_by=f"{ROLLBACK_SENSOR} (check evaluation {record.id})")
+        context.log.info(f"recorded {snapshot} as bad: produced by run {record.run_id}, detected "
+                         f"{marked.detected_at:%Y-%m-%d %H:%M:%S} UTC; reason: {marked.reason}")
+    for record in registry.all():  # anything unhealthy the event log did not surface
+        if record.status == "unhealthy":
+            registry.mark_bad(record.snapshot_id, reason=record.reason or "unhealthy",
+                              detected_by=f"{ROLLBACK_SENSOR} (registry scan)")
+            context.log.info(f"recorded {record.snapshot_id} as bad (registry scan): {record.reason}")
+    return newest
+
+
+def build_rollback_sensor(config: PipelineConfig, store: ArtifactStore,
+                          repair_job: Any, lane_tags: dict[str, str]):
+    @sensor(
+        name=ROLLBACK_SENSOR,
+        job=repair_job,
+        minimum_interval_seconds=30,
+        default_status=DefaultSensorStatus.STOPPED,
+        description=(
+            "Teacher rollback: records snapshots that failed the teacher_health check as bad in the snapshot "
+            "registry, then re-materializes, in date order in one run, every teacher_logits, student_dataset, "
+            "student_checkpoint and report partition derived from them and every later day of the student "
+            "chain. The teacher retrains the bad day from the last good snapshot."
+        ),
+    )
+    def teacher_rollback_sensor(context: SensorEvaluationContext):
+        registry = SnapshotRegistry(store)
+        cursor = int(context.cursor or 0)
+        new_cursor = record_failed_checks(context, registry, cursor)
+        busy = context.instance.get_runs(filters=RunsFilter(statuses=IN_PROGRESS), limit=20)
+        busy = [run for run in busy if run.job_name != "sample_streams_job"]
+        if busy:
+            return SensorResult(skip_reason=SkipReason(
+                f"waiting: run(s) {', '.join(r.run_id[:8] for r in busy)} still in progress on the training lane"
+            ), cursor=str(new_cursor))
+        plan = plan_repair(context.instance, config, registry)
+        if not plan.needed:
+            return SensorResult(skip_reason=SkipReason(plan.reason), cursor=str(new_cursor))
+        context.log.info(f"repair: {plan.reason}; invalid partitions: {plan.invalid}")
+        request = RunRequest(
+            run_key=plan.run_key(current_snapshots(context.instance)),
+            asset_selection=[AssetKey(name) for name in plan.assets],
+            tags={**lane_tags, RANGE_START_TAG: plan.start.isoformat(), RANGE_END_TAG: plan.end.isoformat(),
+                  REPAIR_TAG: ",".join(sorted(plan.tainted))},
+        )
+        return SensorResult(run_requests=[request], cursor=str(new_cursor))
+
+    return teacher_rollback_sensor

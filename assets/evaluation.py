@@ -16,9 +16,11 @@ from assets.common import (
     mlflow_tags,
     run_days,
 )
+from assets.metadata import interval, models_table, number
 from recdistill_dagster import layout
 from recdistill_dagster.config import PipelineConfig
 from recdistill_dagster.partitions import NEXT_DAY, PREVIOUS_DAY, SAME_DAY, PipelinePartitions
+from recdistill_dagster.report_site import publish_report
 from recdistill_dagster.reporting import plot_transferability, report_markdown
 from recdistill_dagster.steps import evaluate_partition, report_history
 from resources import ArtifactStore, MlflowTracking, PipelineSettings, RecDataSource
@@ -71,6 +73,8 @@ def _report_day(context: AssetExecutionContext, config: PipelineConfig, store: A
     markdown = report_markdown(report, png)
     snapshot_tags = {"teacher_snapshot": report["snapshots"]["teacher"],
                      "student_snapshot": report["snapshots"]["student"]}
+    # The HTML report (day and cumulated plots, images inlined) as of this day, and reports/index.html.
+    page, page_urls = publish_report(config, store, day, tracking.client())
     with tracking.start_run(run_name=f"report {day}", tags=mlflow_tags(context, "report", snapshot_tags, day)) as run:
         run.log_params({"role": "report", "partition": day.isoformat(), "profile": config.profile,
                         "eval_day": report["eval_day"], "eval": config.eval.model_dump(mode="json")})
@@ -80,14 +84,14 @@ def _report_day(context: AssetExecutionContext, config: PipelineConfig, store: A
         run.log_json("transferability.json", report)
         run.log_bytes("transferability.png", png)
         run.log_bytes("transferability.md", report_markdown(report).encode())
+        run.log_bytes("report.html", page.html.encode())
+        for name, plot in page.plots.items():
+            run.log_bytes(f"{name}.png", plot, artifact_path="plots")
     context.log.info(
         f"report {day}: teacher {report['teacher_auc']:.4f}, raw {report['student_raw_auc']:.4f}, "
         f"distilled {report['student_distill_auc']:.4f}, eta {report['eta']}, cumulative eta "
         f"{report['cumulative']['eta']}"
     )
-
-    def number(value: float | None) -> MetadataValue | None:
-        return MetadataValue.float(float(value)) if value is not None else None
 
     cumulative = report["cumulative"]
     return PartitionOutcome(
@@ -95,9 +99,10 @@ def _report_day(context: AssetExecutionContext, config: PipelineConfig, store: A
         day=day,
         metadata={
             "eta": number(report["eta"]),
-            "eta_ci": MetadataValue.json(report["eta_ci"]),
+            "eta_ci": interval(report["eta_ci"]),
+            "models": models_table(report),
             "teacher_gain": number(report["teacher_gain"]),
-            "teacher_gain_ci": MetadataValue.json(report["teacher_gain_ci"]),
+            "teacher_gain_ci": interval(report["teacher_gain_ci"]),
             "distill_gain": number(report["distill_gain"]),
             "teacher_auc": number(report["teacher_auc"]),
             "student_raw_auc": number(report["student_raw_auc"]),
@@ -105,7 +110,7 @@ def _report_day(context: AssetExecutionContext, config: PipelineConfig, store: A
             "student_aux_auc": number(report["student_aux_auc"]),
             "bayes_auc": number(report["bayes_auc"]),
             "cumulative_eta": number(cumulative["eta"]),
-            "cumulative_eta_ci": MetadataValue.json(cumulative["eta_ci"]),
+            "cumulative_eta_ci": interval(cumulative["eta_ci"]),
             "cumulative_teacher_gain": number(cumulative["teacher_gain"]),
             "n_eval": report["n_eval"],
             "eval_day": report["eval_day"],
@@ -113,6 +118,10 @@ def _report_day(context: AssetExecutionContext, config: PipelineConfig, store: A
             "mlflow_run_id": run.run_id,
             "report_path": MetadataValue.path(result.report_url),
             "plot_path": MetadataValue.path(plot_url),
+            "html_report": MetadataValue.path(page_urls["index.html"]),
+            "html_report_of_day": MetadataValue.path(page_urls["report.html"]),
+            "plots": MetadataValue.json({name: page_urls[name] for name in page.plots}),
+            "mlflow_run": MetadataValue.url(url) if (url := tracking.run_url(run.run_id)) else None,
             "summary": MetadataValue.md(markdown),
         },
     )

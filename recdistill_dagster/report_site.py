@@ -4,8 +4,8 @@ Everything comes from what the pipeline already stores: the report JSON of each 
 (`reports/<day>/transferability.json`), the stored predictions (`reports/<day>/predictions.parquet`)
 and, for the loss magnitudes, the MLflow run of each day's distilled student (its final task and
 distillation losses and the per-step history). The drawing functions take plain data, so they are
-tested without Dagster or MLflow; `build_report` gathers the inputs and `write_report` stores the
-result:
+tested without Dagster or MLflow; `build_report` gathers the inputs, `write_report` stores the
+result and `publish_report` (called by every transferability_report materialization) does both:
 
     reports/<day>/report.html         the page as of day d (the days up to d), images inlined
     reports/<day>/plots/<name>.png    its plots
@@ -327,6 +327,18 @@ def write_report(store: ArtifactReader, page: ReportPage, index: bool = True) ->
     if index:
         urls["index.html"] = store.write_bytes(INDEX_PATH, page.html.encode())
     return urls
+
+
+def publish_report(config: PipelineConfig, store: ArtifactReader, day: date,
+                   mlflow_client: Any = None) -> tuple[ReportPage, dict[str, str]]:
+    """Write the page as of `day` and regenerate reports/index.html over every report day written so far."""
+    page = build_report(config, store, day, mlflow_client)
+    latest = max(d for d in config.calendar.training_days() if store.exists(layout.report_path(d)))
+    urls = write_report(store, page, index=latest == day)
+    if latest != day:  # an earlier day re-materialized: the index still covers every day
+        urls["index.html"] = store.write_bytes(INDEX_PATH, build_report(config, store, latest, mlflow_client)
+                                               .html.encode())
+    return page, urls
 
 
 STYLE = """

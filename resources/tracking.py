@@ -121,6 +121,17 @@ class MlflowTracking(ConfigurableResource):
         mlflow.set_tracking_uri(self.tracking_uri)
         return MlflowClient(tracking_uri=self.tracking_uri)
 
+    def client(self) -> MlflowClient:
+        """A client of this tracking store, to read runs back (e.g. loss histories for the HTML report)."""
+        return self._client()
+
+    def run_url(self, run_id: str) -> str | None:
+        """The run's page in the MLflow UI when the store is a server (http/https); None for SQLite."""
+        if not self.tracking_uri.startswith(("http://", "https://")):
+            return None
+        return (f"{self.tracking_uri.rstrip('/')}/#/experiments/{self.experiment_id()}/runs/{run_id}"
+                "?workflowType=machine_learning")
+
     def experiment_id(self) -> str:
         client = self._client()
         experiment = client.get_experiment_by_name(self.experiment_name)

@@ -64,12 +64,14 @@ def test_report_asset_page_shows_eta(launched_run: LaunchedRun, page, dagster_ui
                                      e2e_paths: E2EPaths, screenshot) -> None:
     report = json.loads((e2e_paths.home / "reports" / PARTITION / "transferability.json").read_text())
     page.goto(f"{dagster_ui.url}/assets/transferability_report?view=partitions&partition={PARTITION}")
-    shown = {label: metadata_value(page, label) for label in ("eta", "eta_ci", "cumulative_eta", "teacher_auc")}
+    shown = {label: metadata_value(page, label)
+             for label in ("eta", "eta_ci", "cumulative_eta", "teacher_auc", "html_report")}
     screenshot(page, "asset-transferability_report")
     for label in ("eta", "cumulative_eta", "teacher_auc"):
         expected = report["cumulative"]["eta"] if label == "cumulative_eta" else report[label]
         assert expected is not None, f"{label} not measured in the tiny run"
         assert first_number(shown[label]) == pytest.approx(expected, abs=1e-3), (label, shown[label])
+    assert shown["html_report"].strip().endswith("reports/index.html")
     low, high = (float(x) for x in NUMBER.findall(shown["eta_ci"])[:2])
     assert low == pytest.approx(report["eta_ci"][0], abs=1e-3)
     assert high == pytest.approx(report["eta_ci"][1], abs=1e-3)

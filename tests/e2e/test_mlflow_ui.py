@@ -11,7 +11,7 @@ pytestmark = pytest.mark.e2e
 
 PARTITION = TRAINING_PARTITION.isoformat()
 ROLES = ("teacher", "student", "student_baseline", "report")
-REPORT_ARTIFACTS = ("transferability.json", "transferability.png", "transferability.md")
+REPORT_ARTIFACTS = ("report.html", "plots", "transferability.json", "transferability.png", "transferability.md")
 
 
 @pytest.fixture(scope="module")

@@ -208,3 +208,24 @@ def test_rematerializing_a_partition_replaces_it(pipeline: Pipeline) -> None:
     assert after["student_distill_auc"] == pytest.approx(before["student_distill_auc"], abs=1e-6)
     leftovers = [p for p in pipeline.home.rglob("*") if ".tmp-" in p.name]
     assert leftovers == []
+
+
+def test_html_report_written_linked_and_logged(pipeline: Pipeline) -> None:
+    last = TRAINING_DAYS[-1]
+    meta = pipeline.latest_metadata("transferability_report", last)
+    index = Path(meta["html_report"])
+    assert index == pipeline.home / "reports" / "index.html"
+    page = index.read_text()
+    assert page.count('src="data:image/png;base64,') == 5  # self-contained: every plot inlined
+    for day in TRAINING_DAYS:
+        assert f"teacher@{day.isoformat()}" in page  # every report day, with its snapshots
+    assert Path(meta["html_report_of_day"]) == pipeline.home / layout.report_path(last, "report.html")
+    assert set(meta["plots"]) == {"auc_over_days", "eta_over_days", "calibration_day", "calibration_cumulative",
+                                  "loss_magnitudes"}
+    assert meta["models"].records[0].data["model"] == "teacher"
+    tracking = MlflowTracking(tracking_uri=f"sqlite:///{pipeline.home / 'mlflow' / 'mlflow.db'}",
+                              experiment_name=f"recdistill-{PROFILE}")
+    client = tracking.client()
+    artifacts = {a.path for a in client.list_artifacts(meta["mlflow_run_id"])}
+    assert {"report.html", "plots", "transferability.json"} <= artifacts
+    assert {a.path for a in client.list_artifacts(meta["mlflow_run_id"], "plots")} >= {"plots/calibration_day.png"}

@@ -22,6 +22,7 @@ from dagster import (
 
 from models.training import TrainStats
 from recdistill_dagster.partitions import parse_day
+from recdistill_dagster.progress import emit
 
 GROUP_DATA = "data"
 GROUP_TEACHER = "teacher"
@@ -181,10 +182,14 @@ def mlflow_tags(context: AssetExecutionContext, role: str, extra: Mapping[str, s
 def progress_logger(
     context: AssetExecutionContext, label: str, min_interval_s: float = 5.0
 ) -> Callable[[dict[str, Any]], None]:
-    """Log training progress to the Dagster run log, at most every `min_interval_s` seconds."""
+    """Log training progress to the Dagster run log, at most every `min_interval_s` seconds.
+
+    Every update also goes to `recdistill_dagster.progress.emit` (the terminal bar of the CLI's run).
+    """
     last = [0.0]
 
     def report(progress: dict[str, Any]) -> None:
+        emit(label, progress)
         now = time.monotonic()
         if now - last[0] < min_interval_s:
             return

@@ -55,7 +55,7 @@ def _load_reports(config: PipelineConfig, home: Path) -> list[dict[str, Any]]:
     return report_history(config, ArtifactStore(base_url=store_url(home)), config.calendar.last_training_day)
 
 
-def run_pipeline(profile: str, config_file: str | None, until: date | None = None) -> int:
+def run_pipeline(profile: str, config_file: str | None, until: date | None = None, verbose: bool = False) -> int:
     started = time.monotonic()
     home = state_home(profile)
     dagster_home = ensure_dagster_home(home)
@@ -65,34 +65,48 @@ def run_pipeline(profile: str, config_file: str | None, until: date | None = Non
     from dagster import DagsterInstance
 
     from recdistill_dagster.definitions import DAILY_TRAINING_JOB, SAMPLE_STREAMS_JOB, build_definitions
+    from recdistill_dagster.progress import TerminalProgress, attached, duration, remaining_seconds
 
     defs = build_definitions(profile, home, config_file)
     instance = DagsterInstance.get()
-    # Dagster's per-event DEBUG lines would drown the summary; INFO keeps training progress.
-    run_config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+    # Progress comes through the terminal bar; Dagster's console shows warnings and errors only
+    # (--verbose: its INFO lines too, with plain progress lines instead of the redrawn bar).
+    log_level = "INFO" if verbose else "WARNING"
+    run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     data_job = defs.resolve_job_def(SAMPLE_STREAMS_JOB)
     training_job = defs.resolve_job_def(DAILY_TRAINING_JOB)
     calendar = config.calendar
     training_days = [d for d in calendar.training_days() if until is None or d <= until]
     last_data_day = training_days[-1] + timedelta(days=1)  # report d evaluates on day d+1
     data_days = [d for d in calendar.data_days() if d <= last_data_day]
-    print(f"profile {profile}: {len(data_days)} data days, batch window {calendar.start_date}..{calendar.batch_end}, "
-          f"{len(training_days) - 1} streaming day(s); state in {home}", flush=True)
-    for day in data_days:
-        t0 = time.monotonic()
-        data_job.execute_in_process(partition_key=day.isoformat(), instance=instance, run_config=run_config)
-        print(f"  sample streams {day}  {time.monotonic() - t0:6.1f}s", flush=True)
-    for day in training_days:
-        t0 = time.monotonic()
-        training_job.execute_in_process(partition_key=day.isoformat(), instance=instance, run_config=run_config)
-        phase = "batch phase" if day == calendar.batch_end else "streaming"
-        print(f"  training {day} ({phase})  {time.monotonic() - t0:6.1f}s", flush=True)
+    def kind(day: date) -> str:
+        return "batch phase" if day == calendar.batch_end else "streaming"
+
+    steps = [(data_job, day, "sample streams", f"sample streams {day}") for day in data_days] + [
+        (training_job, day, kind(day), f"training {day} ({kind(day)})") for day in training_days
+    ]
+    terminal = TerminalProgress(tty=False if verbose else None)
+    terminal.line(f"profile {profile}: {len(data_days)} data days, batch window {calendar.start_date}.."
+                  f"{calendar.batch_end}, {len(training_days) - 1} streaming day(s); state in {home}")
+    done: list[tuple[str, float]] = []
+    with attached(terminal):
+        for index, (job, day, step_kind, title) in enumerate(steps, start=1):
+            t0 = time.monotonic()
+            terminal.phase(f"[{index}/{len(steps)}] {title}")
+            job.execute_in_process(partition_key=day.isoformat(), instance=instance, run_config=run_config)
+            done.append((step_kind, time.monotonic() - t0))
+            left = remaining_seconds(done, [k for _, _, k, _ in steps[index:]])
+            terminal.line(f"  [{index}/{len(steps)}] {title}  {done[-1][1]:6.1f}s   elapsed "
+                          f"{duration(time.monotonic() - started)}"
+                          + (f", about {duration(left)} left" if left else ""))
+    terminal.close()
     wall = time.monotonic() - started
     print()
     print(summary_table(_load_reports(config, home)))
     print()
     print(f"wall time: {wall:.1f}s ({wall / 60:.1f} min)")
-    print(f"reports:   {home / 'reports'}/<day>/transferability.json")
+    print(f"report:    {home / 'reports' / 'index.html'}  (self-contained HTML: plots, calibration, losses)")
+    print(f"           {home / 'reports'}/<day>/transferability.json, report.html, plots/")
     print(f"Dagster:   DAGSTER_HOME={dagster_home}  →  make ui  (http://127.0.0.1:3000)")
     print(f"MLflow:    {mlflow_tracking_uri(home)}  →  make mlflow-ui  (http://127.0.0.1:5000)")
     return 0
@@ -168,10 +182,12 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--profile", default=active_profile())
         command.add_argument("--config", dest="config_file", default=None, help="YAML file of overrides")
     run.add_argument("--until", type=date.fromisoformat, default=None, help="last training day to run")
+    run.add_argument("--verbose", action="store_true",
+                     help="Dagster's INFO log lines too, and plain progress lines instead of the redrawn bar")
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
-            return run_pipeline(args.profile, args.config_file, args.until)
+            return run_pipeline(args.profile, args.config_file, args.until, args.verbose)
         if args.command == "backfill":
             return backfill(args.profile, args.config_file, args.start, args.end)
         if args.command == "lineage":

@@ -3,6 +3,7 @@
     python -m recdistill_dagster run --profile demo
     python -m recdistill_dagster summary --profile demo
     python -m recdistill_dagster lineage student_checkpoint 2026-01-10 [--json]
+    python -m recdistill_dagster lineage student_checkpoint 2026-01-10 --graphql-url http://127.0.0.1:3000/graphql
     python -m recdistill_dagster backfill 2026-01-07 2026-01-12
 
 Runs go through Dagster (`execute_in_process` on the instance under DAGSTER_HOME), so every
@@ -175,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     audit.add_argument("asset")
     audit.add_argument("day", type=date.fromisoformat)
     audit.add_argument("--json", action="store_true", help="machine-readable output")
+    audit.add_argument("--graphql-url", default=None,
+                       help="read through a running Dagster webserver's GraphQL API instead of the local "
+                            "instance, e.g. http://127.0.0.1:3000/graphql")
     refill = sub.add_parser("backfill", help="rebuild training partitions START..END in one run, in date order")
     refill.add_argument("start", type=date.fromisoformat)
     refill.add_argument("end", type=date.fromisoformat)
@@ -190,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
             return run_pipeline(args.profile, args.config_file, args.until, args.verbose)
         if args.command == "backfill":
             return backfill(args.profile, args.config_file, args.start, args.end)
+        if args.command == "lineage" and args.graphql_url:
+            from recdistill_dagster.lineage_graphql import run as graphql_lineage
+
+            return graphql_lineage(args.graphql_url, args.asset, args.day, args.json)
         if args.command == "lineage":
             return lineage(args.profile, args.config_file, args.asset, args.day, args.json)
         config = load_config(args.profile, args.config_file)

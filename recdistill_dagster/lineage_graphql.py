@@ -22,7 +22,7 @@ import argparse
 import json
 import re
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
@@ -60,21 +60,13 @@ class Dependency:
     end_offset: int
 
 
-@dataclass
-class GraphNode:
-    """One partition in the chain (the JSON keys match the local audit's nodes)."""
+# A node is a dict with the keys of the local audit's JSON nodes: asset, partition, materialized,
+# run_id, timestamp, metadata (the lineage keys) and upstream ("asset[partition]" of each parent).
+Node = dict[str, Any]
 
-    asset: str
-    partition: str
-    materialized: bool
-    run_id: str | None = None
-    timestamp: float | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-    upstream: list[str] = field(default_factory=list)
 
-    @property
-    def key(self) -> str:
-        return f"{self.asset}[{self.partition}]"
+def _key(asset: str, partition: str) -> str:
+    return f"{asset}[{partition}]"
 
 
 def _entry_value(entry: dict[str, Any]) -> Any:
@@ -113,18 +105,18 @@ class GraphQLLineage:
                 for dep in node["dependencies"]
             ]
 
-    def node(self, asset: str, partition: str) -> tuple[GraphNode, dict[str, Any]]:
+    def node(self, asset: str, partition: str) -> tuple[Node, dict[str, Any]]:
         """The latest materialization of (asset, partition), and all of its metadata."""
         data = self.client.query(MATERIALIZATION_QUERY, {"key": {"path": asset.split("/")}, "partition": partition})
         found = data["assetOrError"]
-        if found["__typename"] != "Asset" or not found["assetMaterializations"]:
-            return GraphNode(asset=asset, partition=partition, materialized=False), {}
-        event = found["assetMaterializations"][0]
-        metadata = {entry["label"]: _entry_value(entry) for entry in event["metadataEntries"]}
-        node = GraphNode(asset=asset, partition=partition, materialized=True, run_id=event["runId"],
-                         timestamp=float(event["timestamp"]) / 1000.0,
-                         metadata={k: v for k, v in metadata.items() if k in LINEAGE_KEYS})
-        return node, metadata
+        events = found.get("assetMaterializations") if found["__typename"] == "Asset" else None
+        event = events[0] if events else {}
+        metadata = {entry["label"]: _entry_value(entry) for entry in event.get("metadataEntries", [])}
+        return {
+            "asset": asset, "partition": partition, "materialized": bool(event), "run_id": event.get("runId"),
+            "timestamp": float(event["timestamp"]) / 1000.0 if event else None,
+            "metadata": {k: v for k, v in metadata.items() if k in LINEAGE_KEYS}, "upstream": [],
+        }, metadata
 
     def upstream(self, asset: str, partition: str, metadata: dict[str, Any]) -> list[tuple[str, str]]:
         day = date.fromisoformat(partition)
@@ -141,24 +133,24 @@ class GraphQLLineage:
             parents += [(dep.asset, d) for d in days if d in valid]
         return parents
 
-    def trace(self, asset: str, partition: str) -> list[GraphNode]:
+    def trace(self, asset: str, partition: str) -> list[Node]:
         """Every partition upstream of (asset, partition): the requested one first, then breadth-first."""
         if asset not in self.partitions:
             raise GraphQLError(f"unknown asset {asset!r}; the webserver serves: {', '.join(sorted(self.partitions))}")
         keys = self.partitions[asset]
         if keys and partition not in keys:
             raise GraphQLError(f"{partition} is not a partition of {asset} ({keys[0]}..{keys[-1]})")
-        nodes: dict[str, GraphNode] = {}
+        nodes: dict[str, Node] = {}
         queue = [(asset, partition)]
         while queue:
             name, key = queue.pop(0)
-            if f"{name}[{key}]" in nodes:
+            if _key(name, key) in nodes:
                 continue
             node, metadata = self.node(name, key)
             parents = self.upstream(name, key, metadata)
-            node.upstream = [f"{n}[{p}]" for n, p in parents]
-            nodes[node.key] = node
-            queue += [(n, p) for n, p in parents if f"{n}[{p}]" not in nodes]
+            node["upstream"] = [_key(n, p) for n, p in parents]
+            nodes[_key(name, key)] = node
+            queue += [(n, p) for n, p in parents if _key(n, p) not in nodes]
         return list(nodes.values())
 
     def snapshot_health(self, snapshots: list[str]) -> dict[str, dict[str, Any]]:
@@ -176,12 +168,12 @@ class GraphQLLineage:
         return {s: verdicts.get(s, {"check": check, "status": "not evaluated"}) for s in snapshots}
 
 
-def teacher_snapshots(nodes: list[GraphNode]) -> list[str]:
+def teacher_snapshots(nodes: list[Node]) -> list[str]:
     found = set()
     for node in nodes:
-        found.update(node.metadata.get("teacher_snapshots") or [])
-        if node.metadata.get("teacher_snapshot"):
-            found.add(node.metadata["teacher_snapshot"])
+        found.update(node["metadata"].get("teacher_snapshots") or [])
+        if node["metadata"].get("teacher_snapshot"):
+            found.add(node["metadata"]["teacher_snapshot"])
     return sorted(found)
 
 
@@ -194,10 +186,10 @@ def audit(url: str, asset: str, day: date) -> dict[str, Any]:
         "asset": asset,
         "partition": day.isoformat(),
         "source": lineage.client.url,
-        "complete": all(node.materialized for node in nodes),
+        "complete": all(node["materialized"] for node in nodes),
         "teacher_snapshots": snapshots,
         "snapshot_health": lineage.snapshot_health(snapshots),
-        "nodes": [asdict(node) for node in nodes],
+        "nodes": nodes,
     }
 
 

@@ -50,27 +50,27 @@ def test_edges_follow_the_mappings_and_the_recorded_days() -> None:
         ("report", "2026-01-03"): {},
         **{("student_samples", d): {} for d in DATA}, ("eval_samples", "2026-01-04"): {},
     })
-    nodes = {n.key: n for n in GraphQLLineage(server).trace("report", "2026-01-03")}
-    assert nodes["report[2026-01-03]"].upstream == ["student_checkpoint[2026-01-03]", "eval_samples[2026-01-04]"]
-    assert nodes["student_checkpoint[2026-01-03]"].upstream == ["student_samples[2026-01-03]",
+    nodes = {f"{n['asset']}[{n['partition']}]": n for n in GraphQLLineage(server).trace("report", "2026-01-03")}
+    assert nodes["report[2026-01-03]"]["upstream"] == ["student_checkpoint[2026-01-03]", "eval_samples[2026-01-04]"]
+    assert nodes["student_checkpoint[2026-01-03]"]["upstream"] == ["student_samples[2026-01-03]",
                                                                 "student_checkpoint[2026-01-02]"]
     # The batch partition trained on the whole window: its recorded days, and no previous day.
-    assert nodes["student_checkpoint[2026-01-02]"].upstream == ["student_samples[2026-01-01]",
+    assert nodes["student_checkpoint[2026-01-02]"]["upstream"] == ["student_samples[2026-01-01]",
                                                                 "student_samples[2026-01-02]"]
-    assert nodes["student_checkpoint[2026-01-02]"].metadata == {"trained_days": "2026-01-01, 2026-01-02",
+    assert nodes["student_checkpoint[2026-01-02]"]["metadata"] == {"trained_days": "2026-01-01, 2026-01-02",
                                                                 "phase": "batch"}
-    assert all(n.materialized for n in nodes.values()) and len(nodes) == 7
+    assert all(n["materialized"] for n in nodes.values()) and len(nodes) == 7
 
 
 def test_missing_partitions_are_listed_and_bad_requests_are_errors() -> None:
     lineage = GraphQLLineage(FakeServer({}))
     nodes = lineage.trace("student_checkpoint", "2026-01-03")
     # Nothing materialized: the chain still follows the graph's mappings (no recorded days to widen them).
-    assert [n.key for n in nodes if not n.materialized] == [
+    assert [f"{n['asset']}[{n['partition']}]" for n in nodes if not n["materialized"]] == [
         "student_checkpoint[2026-01-03]", "student_samples[2026-01-03]", "student_checkpoint[2026-01-02]",
         "student_samples[2026-01-02]"]
     result = {"asset": "student_checkpoint", "partition": "2026-01-03", "source": "fake", "complete": False,
-              "teacher_snapshots": [], "snapshot_health": {}, "nodes": [vars(n) for n in nodes]}
+              "teacher_snapshots": [], "snapshot_health": {}, "nodes": nodes}
     assert "NOT MATERIALIZED: student_checkpoint[2026-01-03]" in render_text(result)
     with pytest.raises(GraphQLError, match="not a partition of student_checkpoint"):
         lineage.trace("student_checkpoint", "2026-01-09")

@@ -20,13 +20,14 @@ nux:
 # backfill and the rollback sensor's repair must never train days concurrently. Jobs carry the
 # lane tag; every training asset also claims the `recdistill_training` pool, which with run
 # granularity holds any queued run that would train (a UI asset backfill too) until the pool is free.
-run_queue:
-  max_concurrent_runs: 4
-  tag_concurrency_limits:
-    - key: "recdistill/lane"
-      value: "training"
-      limit: 1
+# (Dagster refuses `run_queue:` next to `concurrency:`; the run queue limits live in `concurrency.runs`.)
 concurrency:
+  runs:
+    max_concurrent_runs: 4
+    tag_concurrency_limits:
+      - key: "recdistill/lane"
+        value: "training"
+        limit: 1
   pools:
     granularity: run
     default_limit: 1

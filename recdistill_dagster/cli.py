@@ -146,6 +146,23 @@ def backfill(profile: str, config_file: str | None, start: date, end: date) -> i
     return 0
 
 
+def mark_bad(profile: str, snapshot: str, reason: str) -> int:
+    """An operator's rollback: record a teacher snapshot as bad; the rollback sensor does the rest."""
+    from recdistill_dagster.home import store_url
+    from recdistill_dagster.registry import SnapshotRegistry
+    from resources import ArtifactStore
+
+    registry = SnapshotRegistry(ArtifactStore(base_url=store_url(state_home(profile))))
+    try:
+        record = registry.mark_bad(snapshot, reason=reason, detected_by=f"operator ({os.environ.get('USER', '?')})")
+    except (KeyError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{record.snapshot_id} (partition {record.partition}, produced by run {record.dagster_run_id}) is now "
+          f"bad: {record.reason}. The teacher_rollback_sensor re-materializes what descends from it.")
+    return 0
+
+
 def lineage(profile: str, config_file: str | None, asset: str, day: date, as_json: bool) -> int:
     import json
 
@@ -182,7 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     refill = sub.add_parser("backfill", help="rebuild training partitions START..END in one run, in date order")
     refill.add_argument("start", type=date.fromisoformat)
     refill.add_argument("end", type=date.fromisoformat)
-    for command in (run, summary, audit, refill):
+    bad = sub.add_parser("mark-bad", help="record a teacher snapshot as bad (the rollback sensor repairs)")
+    bad.add_argument("snapshot", help="teacher snapshot id, e.g. teacher@2026-01-08#1a2b3c4d")
+    bad.add_argument("--reason", required=True)
+    for command in (run, summary, audit, refill, bad):
         command.add_argument("--profile", default=active_profile())
         command.add_argument("--config", dest="config_file", default=None, help="YAML file of overrides")
     run.add_argument("--until", type=date.fromisoformat, default=None, help="last training day to run")
@@ -192,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return run_pipeline(args.profile, args.config_file, args.until, args.verbose)
+        if args.command == "mark-bad":
+            return mark_bad(args.profile, args.snapshot, args.reason)
         if args.command == "backfill":
             return backfill(args.profile, args.config_file, args.start, args.end)
         if args.command == "lineage" and args.graphql_url:

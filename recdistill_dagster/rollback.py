@@ -27,12 +27,19 @@ TEACHER_KEYS = ("teacher_checkpoint", "teacher_logits")
 DERIVED_KEYS = ("student_dataset", "student_checkpoint", "transferability_report")
 BASELINE_KEY = "student_baseline_checkpoint"
 REPAIRABLE_KEYS = (*TEACHER_KEYS, *DERIVED_KEYS, BASELINE_KEY)
+PAGE = 1000
 
 
 def latest_metadata(instance: DagsterInstance, asset: str) -> dict[str, dict[str, Any]]:
     """partition key → metadata (plain values) of its latest materialization, plus the run id."""
     latest: dict[str, dict[str, Any]] = {}
-    records = instance.fetch_materializations(AssetKey(asset), limit=100_000, ascending=False).records
+    records, cursor = [], None
+    while True:  # newest first, a page at a time (the event log caps a fetch at 10,000 records)
+        page = instance.fetch_materializations(AssetKey(asset), limit=PAGE, cursor=cursor, ascending=False)
+        records.extend(page.records)
+        if not page.has_more:
+            break
+        cursor = page.cursor
     for record in records:
         key = record.partition_key
         if key is None or key in latest:

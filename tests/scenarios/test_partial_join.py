@@ -8,7 +8,7 @@ from dagster import AssetCheckSeverity, AssetKey, DagsterInstance
 from recdistill_dagster.config import load_config
 from recdistill_dagster.definitions import DAILY_TRAINING_JOB, SAMPLE_STREAMS_JOB, build_definitions
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.scenario]
 
 
 def _run(tmp_path: Path, overrides: str):

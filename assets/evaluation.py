@@ -18,6 +18,7 @@ from assets.common import (
 )
 from assets.metadata import interval, models_table, number
 from recdistill_dagster import layout
+from recdistill_dagster.code_versions import code_version
 from recdistill_dagster.config import PipelineConfig
 from recdistill_dagster.partitions import NEXT_DAY, PREVIOUS_DAY, SAME_DAY, PipelinePartitions
 from recdistill_dagster.report_site import publish_report
@@ -45,6 +46,8 @@ def build_evaluation_assets(partitions: PipelinePartitions) -> list:
         pool=TRAINING_POOL,
         kinds={"polars", "mlflow"},
         owners=OWNERS,
+        tags={"recdistill/artifact": "report"},
+        code_version=code_version("report"),
         description=(
             "Progressive validation on the next day's unsampled log: AUC/LogLoss of teacher, baseline and "
             "distilled student (main and aux tower), the Bayes limit, teacher gain, distillation gain and "

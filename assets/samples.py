@@ -5,6 +5,7 @@ from datetime import date
 from dagster import AssetExecutionContext, AssetSpec, MetadataValue, multi_asset
 
 from assets.common import GROUP_DATA, OWNERS, SINGLE_RUN, PartitionOutcome, RangeMaterializer, markdown_table, run_days
+from recdistill_dagster.code_versions import code_version
 from recdistill_dagster.config import PipelineConfig
 from recdistill_dagster.partitions import PipelinePartitions
 from recdistill_dagster.reporting import fmt
@@ -29,7 +30,8 @@ def build_sample_assets(partitions: PipelinePartitions) -> list:
             group_name=GROUP_DATA,
             kinds={"polars", "parquet"},
             owners=OWNERS,
-            tags={"stream": stream},
+            tags={"stream": stream, "recdistill/artifact": "samples"},
+            code_version=code_version("samples"),
         )
         for stream in STREAMS
     ]

@@ -27,6 +27,7 @@ from assets.common import (
     train_stats_metadata,
     train_stats_metrics,
 )
+from recdistill_dagster.code_versions import code_version
 from recdistill_dagster.config import PipelineConfig
 from recdistill_dagster.partitions import PREVIOUS_DAY, SAME_DAY, PipelinePartitions
 from recdistill_dagster.reporting import fmt
@@ -140,6 +141,8 @@ def build_student_assets(partitions: PipelinePartitions) -> list:
         group_name=GROUP_STUDENT,
         kinds={"polars", "parquet"},
         owners=OWNERS,
+        tags={"recdistill/artifact": "dataset"},
+        code_version=code_version("student_dataset"),
         check_specs=[AssetCheckSpec(
             "join_coverage", asset="student_dataset", blocking=True,
             description="Share of student rows with a teacher logit: warns below join.coverage_warn, fails "
@@ -171,6 +174,8 @@ def build_student_assets(partitions: PipelinePartitions) -> list:
         group_name=GROUP_STUDENT,
         kinds={"torch", "mlflow"},
         owners=OWNERS,
+        tags={"recdistill/artifact": "checkpoint"},
+        code_version=code_version("student"),
         description=(
             "The distilled student: shared backbone, main tower (task loss, the serving model) and "
             "auxiliary tower (task + α·distill). Batch phase first, then one partition a day continuing "
@@ -191,6 +196,8 @@ def build_student_assets(partitions: PipelinePartitions) -> list:
         group_name=GROUP_STUDENT,
         kinds={"torch", "mlflow"},
         owners=OWNERS,
+        tags={"recdistill/artifact": "checkpoint"},
+        code_version=code_version("student"),
         description=(
             "The same student architecture and data with no teacher signal: the P_S_raw reference that "
             "teacher gain and distillation gain are measured against."

@@ -26,6 +26,7 @@ from assets.common import (
     train_stats_metadata,
     train_stats_metrics,
 )
+from recdistill_dagster.code_versions import code_version
 from recdistill_dagster.config import PipelineConfig
 from recdistill_dagster.partitions import PREVIOUS_DAY, SAME_DAY, PipelinePartitions
 from recdistill_dagster.reporting import fmt
@@ -36,6 +37,12 @@ TEACHER_DEPS = [
     AssetDep("teacher_samples", partition_mapping=SAME_DAY),
     AssetDep("teacher_checkpoint", partition_mapping=PREVIOUS_DAY),
 ]
+# The logits are an output of the same step as the checkpoint (the step reads the previous day's
+# checkpoint once, for both). Declaring that previous-day edge on the logits too made the two keys
+# of this non-subsettable multi-asset get different targets in every asset backfill launched from
+# the UI, which Dagster refuses ("Targeted subset must match between every key in a non-subsettable
+# multi-asset"); a same-day edge is impossible (one partition mapping per upstream key and op).
+LOGITS_DEPS = [AssetDep("teacher_samples", partition_mapping=SAME_DAY)]
 
 
 def build_teacher_assets(partitions: PipelinePartitions) -> list:
@@ -50,6 +57,8 @@ def build_teacher_assets(partitions: PipelinePartitions) -> list:
             group_name=GROUP_TEACHER,
             kinds={"torch", "mlflow"},
             owners=OWNERS,
+            tags={"recdistill/artifact": "checkpoint"},
+            code_version=code_version("teacher"),
             deps=TEACHER_DEPS,
         ),
         AssetSpec(
@@ -61,7 +70,9 @@ def build_teacher_assets(partitions: PipelinePartitions) -> list:
             group_name=GROUP_TEACHER,
             kinds={"polars", "parquet"},
             owners=OWNERS,
-            deps=TEACHER_DEPS,
+            tags={"recdistill/artifact": "teacher-signal"},
+            code_version=code_version("teacher"),
+            deps=LOGITS_DEPS,
         ),
     ]
 

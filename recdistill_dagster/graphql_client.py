@@ -95,3 +95,29 @@ class DagsterGraphQL:
                 return status
             time.sleep(1.0)
         raise GraphQLError(f"run {run_id} still {status} after {timeout_s:.0f}s")
+
+    def backfills(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest backfills: id, status, whether it is an asset backfill, its partitions."""
+        data = self.query(
+            """query($limit: Int) { partitionBackfillsOrError(limit: $limit) { __typename
+                 ... on PartitionBackfills { results { id status isAssetBackfill partitionNames } } } }""",
+            {"limit": limit},
+        )
+        return data["partitionBackfillsOrError"].get("results", [])
+
+    def wait_for_backfill(self, backfill_id: str, timeout_s: float = 600.0) -> dict[str, Any]:
+        """Poll until the backfill is done; returns its status and its runs (id, status, tags)."""
+        query = """query($id: String!) { partitionBackfillOrError(backfillId: $id) { __typename
+            ... on PartitionBackfill { status isAssetBackfill partitionNames
+              runs(limit: 100) { runId status tags { key value } } } } }"""
+        deadline = time.monotonic() + timeout_s
+        backfill: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            backfill = self.query(query, {"id": backfill_id})["partitionBackfillOrError"]
+            if backfill["__typename"] != "PartitionBackfill":
+                raise GraphQLError(f"backfill {backfill_id}: {backfill['__typename']}")
+            runs_done = all(r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in backfill["runs"])
+            if backfill["status"] not in ("REQUESTED", "CANCELING", "FAILING") and runs_done:
+                return backfill
+            time.sleep(2.0)
+        raise GraphQLError(f"backfill {backfill_id} still {backfill.get('status')} after {timeout_s:.0f}s")

@@ -10,12 +10,13 @@ this module and `graphql_client` use the standard library alone (no Dagster, tor
 Where the local audit (`lineage.py`) derives edges from the configuration, this one derives them
 from what the webserver serves: the asset graph's dependencies and their partition mappings
 (`TimeWindowPartitionMapping` offsets: same day, previous day of a self-dependent chain, next day's
-evaluation stream). A partition that trained on several days of another partition set (the batch
-phase) records them in its metadata (`trained_days`, or `days` for the student dataset); those
-recorded days replace the same-day mapping to that set. Each node is the latest materialization of
-its partition: run id, time and the lineage metadata. Teacher snapshots carry the verdict of their
-`teacher_health` check from the event log; the rollback registry's marks live in the artifact
-store and are shown by the local audit.
+evaluation stream); the outputs of one multi-asset step share the step's inputs. A partition that
+trained on several days of another partition set (the batch phase) records them in its metadata
+(`trained_days`, or `days` for the student dataset); those recorded days replace the same-day
+mapping to that set. Each node is the latest materialization of its partition: run id, time and
+the lineage metadata. Teacher snapshots carry the verdict of their `teacher_health` check from the
+event log; the rollback registry's marks live in the artifact store and are shown by the local
+audit.
 """
 
 import argparse
@@ -35,7 +36,7 @@ DAYS_KEYS = ("trained_days", "days")
 HEALTH_CHECK = ("teacher_checkpoint", "teacher_health")
 _OFFSETS = re.compile(r"offsetted by (-?\d+) and (-?\d+) partitions")
 
-GRAPH_QUERY = """{ assetNodes { assetKey { path } partitionKeys
+GRAPH_QUERY = """{ assetNodes { assetKey { path } partitionKeys opNames
     dependencies { asset { assetKey { path } } partitionMapping { className description } } } }"""
 MATERIALIZATION_QUERY = """query($key: AssetKeyInput!, $partition: String!) {
   assetOrError(assetKey: $key) { __typename ... on Asset {
@@ -97,6 +98,7 @@ class GraphQLLineage:
         self.client = client
         self.partitions: dict[str, list[str]] = {}
         self.dependencies: dict[str, list[Dependency]] = {}
+        steps: dict[tuple[str, ...], list[str]] = {}
         for node in client.query(GRAPH_QUERY)["assetNodes"]:
             name = "/".join(node["assetKey"]["path"])
             self.partitions[name] = node["partitionKeys"] or []
@@ -104,6 +106,15 @@ class GraphQLLineage:
                 Dependency("/".join(dep["asset"]["assetKey"]["path"]), *_offsets(dep["partitionMapping"]))
                 for dep in node["dependencies"]
             ]
+            steps.setdefault(tuple(node.get("opNames") or [name]), []).append(name)
+        # The outputs of one multi-asset step were all built from the step's inputs: each gets the
+        # union of its siblings' dependencies (teacher_logits reads the previous teacher checkpoint
+        # through the step it shares with teacher_checkpoint).
+        for siblings in steps.values():
+            shared = [dep for name in siblings for dep in self.dependencies[name]]
+            for name in siblings:
+                own = [dep for dep in shared if dep.asset != name or dep.start_offset != 0]
+                self.dependencies[name] = list({(d.asset, d.start_offset, d.end_offset): d for d in own}.values())
 
     def node(self, asset: str, partition: str) -> tuple[Node, dict[str, Any]]:
         """The latest materialization of (asset, partition), and all of its metadata."""

@@ -19,7 +19,6 @@ import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -103,13 +102,12 @@ def server_env(paths: E2EPaths) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def sample_streams(e2e_paths: E2EPaths) -> list[str]:
-    """The data days the UI-launched partition needs, materialized through Dagster on the same instance."""
+    """Every data day (the UI launches the training partitions), materialized through Dagster on the instance."""
     from dagster import DagsterInstance
 
     from recdistill_dagster.definitions import SAMPLE_STREAMS_JOB, build_definitions
-    from recdistill_dagster.steps import days_of_partition
 
-    days = [*days_of_partition(CONFIG, TRAINING_PARTITION), TRAINING_PARTITION + timedelta(days=1)]
+    days = CONFIG.calendar.data_days()  # the batch window, the streaming days and the last evaluation day
     defs = build_definitions(PROFILE, e2e_paths.home)
     job = defs.resolve_job_def(SAMPLE_STREAMS_JOB)
     with DagsterInstance.from_config(str(e2e_paths.dagster_home)) as instance:

@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from tests.e2e.conftest import PROFILE, TRAINING_PARTITION, E2EPaths, LaunchedRun, RunningServer
+from recdistill_dagster.graphql_client import DagsterGraphQL
+from tests.e2e.conftest import CONFIG, PROFILE, TRAINING_PARTITION, E2EPaths, LaunchedRun, RunningServer
 
 pytestmark = pytest.mark.e2e
 
@@ -83,3 +84,42 @@ def test_student_dataset_page_shows_join_coverage(launched_run: LaunchedRun, pag
     coverage = first_number(metadata_value(page, "join_coverage"))
     screenshot(page, "asset-student_dataset")
     assert coverage == pytest.approx(1.0)  # no faults configured in the tiny profile: every row matched
+
+
+def test_partition_range_launched_from_the_asset_graph_runs_as_range_runs(
+        launched_run: LaunchedRun, page, dagster_ui: RunningServer, e2e_paths: E2EPaths, screenshot) -> None:
+    """The streaming days as one asset backfill, default config: range runs, not a run per day."""
+    days = [d.isoformat() for d in CONFIG.calendar.training_days()[1:]]
+    graphql = DagsterGraphQL(f"{dagster_ui.url}/graphql")
+    before = {b["id"] for b in graphql.backfills()}
+    page.goto(f"{dagster_ui.url}/asset-groups")
+    page.get_by_role("button", name="Materialize all").wait_for()
+    page.locator(".CodeMirror").first.click()  # the asset selection box
+    page.keyboard.type("group:teacher or group:student or group:evaluation")
+    page.keyboard.press("Enter")
+    page.get_by_role("button", name="Materialize all").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text("Launch runs to materialize 6 assets").wait_for()
+    dialog.get_by_text("Custom", exact=True).click()
+    partitions = dialog.get_by_placeholder(re.compile("^ex: "))
+    partitions.fill(f"[{days[0]}...{days[-1]}]")  # the UI's range syntax
+    partitions.press("Enter")
+    dialog.get_by_text(f"{len(days)} partitions", exact=True).wait_for()
+    screenshot(page, "launch-range-dialog")
+    dialog.get_by_role("button", name="Launch backfill").click()
+    dialog.wait_for(state="detached")
+    (created,) = [b for b in graphql.backfills() if b["id"] not in before]
+    assert created["isAssetBackfill"] and sorted(created["partitionNames"]) == days
+    backfill = graphql.wait_for_backfill(created["id"], timeout_s=600)
+    assert backfill["status"] == "COMPLETED_SUCCESS", backfill
+    # BackfillPolicy.single_run: each run covers the whole range (days in order inside the assets);
+    # the daemon launches a step once its parents are done, so never one run per day.
+    ranges = [{t["key"]: t["value"] for t in run["tags"]} for run in backfill["runs"]]
+    assert backfill["runs"] and all(run["status"] == "SUCCESS" for run in backfill["runs"])
+    assert all((r.get("dagster/asset_partition_range_start"), r.get("dagster/asset_partition_range_end"))
+               == (days[0], days[-1]) for r in ranges), ranges
+    for day in days:
+        assert (e2e_paths.home / "reports" / day / "transferability.json").exists()
+    page.goto(f"{dagster_ui.url}/runs/b/{created['id']}?tab=partitions")
+    page.get_by_text(created["id"]).first.wait_for()
+    screenshot(page, "range-backfill")

@@ -123,3 +123,18 @@ def test_partition_range_launched_from_the_asset_graph_runs_as_range_runs(
     page.goto(f"{dagster_ui.url}/runs/b/{created['id']}?tab=partitions")
     page.get_by_text(created["id"]).first.wait_for()
     screenshot(page, "range-backfill")
+
+
+def test_materialized_partitions_carry_the_current_code_version(launched_run: LaunchedRun,
+                                                                dagster_ui: RunningServer) -> None:
+    """No 'has a new code version' right after a run: the recorded versions are the definitions' own."""
+    graphql = DagsterGraphQL(f"{dagster_ui.url}/graphql")
+    nodes = graphql.query(
+        """query($partition: String!) { assetNodes { assetKey { path } opVersion
+             staleCauses(partition: $partition) { category reason } } }""",
+        {"partition": PARTITION},
+    )["assetNodes"]
+    training = [n for n in nodes if n["assetKey"]["path"][0] not in ("eval_samples", "teacher_samples",
+                                                                      "student_samples")]
+    assert len(training) == 6 and all(n["opVersion"] for n in nodes)
+    assert [n for n in training if any(c["category"] == "CODE" for c in n["staleCauses"])] == []

@@ -45,7 +45,7 @@ def test_asset_graph_draws_every_asset(page, dagster_ui: RunningServer, screensh
     assets = expected_assets()
     assert len(assets) == 9, assets
     # Wide enough that the whole expanded graph is drawn at a scale with full (named) asset nodes.
-    page.set_viewport_size({"width": 2400, "height": 1350})
+    page.set_viewport_size({"width": 2400, "height": 1700})
     page.goto(f"{dagster_ui.url}/asset-groups")
     page.get_by_role("button", name="Materialize all").wait_for()
     # Groups (data, teacher, student, evaluation) start collapsed; ⌥E expands them all.

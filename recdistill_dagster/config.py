@@ -221,13 +221,31 @@ TeacherTarget = Literal["none", "teacher_own", "student_raw", "exact"]
 
 
 class StudentArch(StrictModel):
-    """Small backbone over a short history, with main and auxiliary towers."""
+    """Small backbone over a short history, with main and auxiliary towers.
+
+    `seq_len` is how much history the student reads; `attention_len` (None: all of it) is the
+    newest part it embeds and attends over. Events beyond `attention_len` reach the student only
+    through the parameter-free match counters (HistoryMatch: share of the window sharing the
+    candidate's item / category / creator), a compressed long-history view that costs integer
+    comparisons, no parameters and no embedding lookups.
+    """
 
     embed_dim: int = Field(12, ge=2)
     backbone_hidden: tuple[int, ...] = (64,)
     tower_hidden: int = Field(32, ge=1)
     seq_len: int = Field(20, ge=1)
+    attention_len: int | None = Field(None, ge=1)
     towers: TowerMode = "decoupled_mixed"
+
+    @model_validator(mode="after")
+    def _attention_within_history(self) -> "StudentArch":
+        if self.attention_len is not None and self.attention_len > self.seq_len:
+            raise ValueError(f"attention_len {self.attention_len} exceeds seq_len {self.seq_len}")
+        return self
+
+    @property
+    def attended_len(self) -> int:
+        return self.seq_len if self.attention_len is None else self.attention_len
 
 
 class DistillConfig(StrictModel):

@@ -77,16 +77,40 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         kind="calibration",
     ),
     Experiment(
+        "streaming", "Streaming: distillation in both phases, batch only, streaming only", "Table 8, Figure 5",
+        (
+            DEFAULT,
+            Cell("batch_only", _distill(in_streaming=False), "batch phase only (streaming without distillation)"),
+            Cell("streaming_only", _distill(in_batch_phase=False), "streaming only (no distillation in batch)"),
+        ),
+        kind="streaming",
+    ),
+    Experiment(
+        "history_view", "Where the teacher's edge comes from: the student's view of the 256-event history",
+        "§1 (information cap)",
+        (
+            DEFAULT,
+            Cell("short_view", _student_arch(seq_len=20, attention_len=None),
+                 "20 newest events only (no long-history counters)"),
+        ),
+        note=("A student can at best learn E[teacher | its own inputs]; with the short view the teacher's "
+              "edge is mostly information the student never sees."),
+    ),
+    Experiment(
         "capacity", "Student capacity at a fixed teacher; depth vs width at equal parameters", "Tables 2, 4",
         (
-            Cell("student_small", _student_arch(embed_dim=6, backbone_hidden=[32], tower_hidden=16), "small"),
-            DEFAULT,
-            Cell("student_large", _student_arch(embed_dim=24, backbone_hidden=[128, 64], tower_hidden=32),
-                 "large"),
-            Cell("student_wide", _student_arch(backbone_hidden=[192]), "wide: backbone [192]"),
-            Cell("student_deep", _student_arch(backbone_hidden=[96, 96, 96]), "deep: backbone [96, 96, 96]"),
+            Cell("student_small", _student_arch(embed_dim=6, backbone_hidden=[64, 32]), "small: embed 6, [64, 32]"),
+            Cell("default", {}, "default: embed 12, [256, 128]"),
+            Cell("student_large", _student_arch(embed_dim=24, backbone_hidden=[512, 256]),
+                 "large: embed 24, [512, 256]"),
+            Cell("student_wide", _student_arch(backbone_hidden=[400]), "wide: embed 12, [400] (74.6k dense)"),
+            Cell("student_deep", _student_arch(backbone_hidden=[150, 150, 150]),
+                 "deep: embed 12, [150, 150, 150] (73.6k dense)"),
         ),
         kind="capacity",
+    ),
+    Experiment(
+        "movielens", "Main result on MovieLens 100K (real data)", "Table 1", (DEFAULT,), profile="movielens",
     ),
     Experiment(
         "teacher", "Teacher scaling axes, one removed at a time from the default teacher", "Tables 6, 7",
@@ -102,30 +126,18 @@ EXPERIMENTS: tuple[Experiment, ...] = (
                  "− data volume (the student's 10% of negatives)"),
         ),
     ),
-    Experiment(
-        "streaming", "Streaming: distillation in both phases, batch only, streaming only", "Table 8, Figure 5",
-        (
-            DEFAULT,
-            Cell("batch_only", _distill(in_streaming=False), "batch phase only (streaming without distillation)"),
-            Cell("streaming_only", _distill(in_batch_phase=False), "streaming only (no distillation in batch)"),
-        ),
-        kind="streaming",
-    ),
-    Experiment(
-        "movielens", "Main result on MovieLens 100K (real data)", "Table 1", (DEFAULT,), profile="movielens",
-    ),
 )
 
 BY_NAME = {e.name: e for e in EXPERIMENTS}
 
 # QUICK: the same world generator and evaluation protocol, a shorter calendar and fewer impressions.
 QUICK_OVERRIDES: dict[str, dict[str, Any]] = {
-    "bench": {"data": {"impressions_per_day": 40000}, "calendar": {"batch_days": 4, "streaming_days": 3},
+    "bench": {"data": {"impressions_per_day": 30000}, "calendar": {"batch_days": 4, "streaming_days": 2},
               "eval": {"bootstrap_samples": 100}},
     "movielens": {"eval": {"bootstrap_samples": 100}},
 }
 QUICK_EXPERIMENTS = ("main", "towers", "alpha")
-QUICK_ALPHAS = (0.1, 1.0, 10.0)
+QUICK_ALPHAS = (0.1, 1.0, 3.0, 10.0)
 
 
 def selected(only: list[str] | None, quick: bool) -> list[Experiment]:

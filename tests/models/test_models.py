@@ -120,8 +120,7 @@ def test_attention_len_reads_old_events_only_through_the_counters(vocab) -> None
     assert not torch.allclose(short(sparse, batch.dense, history).main_logit, before)
 
 
-def test_attention_len_must_fit_the_history() -> None:
-    with pytest.raises(ValueError, match="attention_len 30 exceeds seq_len 20"):
-        StudentArch(seq_len=20, attention_len=30)
-    assert StudentArch(seq_len=20).attended_len == 20
+def test_attention_len_is_capped_by_the_history_read() -> None:
+    assert StudentArch(seq_len=8, attention_len=20).attended_len == 8
+    assert StudentArch(seq_len=20, attention_len=None).attended_len == 20
     assert StudentArch(seq_len=256, attention_len=20).attended_len == 20

@@ -16,7 +16,7 @@ export RECDISTILL_HOME
 export DAGSTER_HOME ?= $(RECDISTILL_HOME)/dagster
 export MPLCONFIGDIR ?= $(CURDIR)/.state/.matplotlib
 
-.PHONY: install run test scenarios e2e lint validate ui mlflow-ui movielens clean-state
+.PHONY: install run test scenarios e2e lint validate ui mlflow-ui movielens clean-state bench-eta
 
 # torch first, pinned: it takes the local CPU wheel; the project's range then installs nothing more.
 $(VENV)/.installed: pyproject.toml
@@ -68,6 +68,10 @@ mlflow-ui: install  ## the MLflow UI over the SQLite tracking store, one worker,
 	mkdir -p $(RECDISTILL_HOME)/mlflow
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server --host 127.0.0.1 --port $(MLFLOW_PORT) \
 		--workers 1 --backend-store-uri sqlite:///$(RECDISTILL_HOME)/mlflow/mlflow.db
+
+# QUICK=1: reduced calendar/volume → bench/results/quick/; ONLY=main,alpha: some experiments; SEEDS=3.
+bench-eta: install  ## transferability benchmark through the real asset graph → bench/results/transferability.{md,json}
+	$(PY) -m bench $(if $(QUICK),--quick) $(if $(ONLY),--only $(ONLY)) $(if $(SEEDS),--seeds $(SEEDS))
 
 clean-state:  ## delete the state folder of $(PROFILE)
 	rm -rf $(RECDISTILL_HOME)

@@ -153,3 +153,83 @@ def paired_bootstrap_gains(
     ratios = np.divide(gains_d, gains_t, out=np.full(n_boot, np.nan), where=gains_t > 0)
     return TransferabilityEstimate(eta=float(distill_gain / teacher_gain), eta_ci=_interval(ratios, level),
                                    significant=True, reason=None, **common)
+
+
+@dataclass
+class SeedRun:
+    """One seed's evaluation rows: labels and each model's scores on the same rows."""
+
+    labels: np.ndarray
+    scores: dict[str, np.ndarray]
+
+
+@dataclass
+class PooledEstimate:
+    """Teacher gain, distillation gain and η pooled over seeds, with a two-level bootstrap interval."""
+
+    n_seeds: int
+    n_rows: int  # summed over seeds
+    teacher_gain: float  # mean over seeds of AUC_T − AUC_S_raw
+    teacher_gain_ci: tuple[float, float]
+    distill_gain: float  # mean over seeds of AUC_S_distill − AUC_S_raw
+    distill_gain_ci: tuple[float, float]
+    eta: float | None  # mean distill gain / mean teacher gain
+    eta_ci: tuple[float, float] | None
+    significant: bool
+    reason: str | None
+    per_seed: list[dict[str, float]]  # each seed's AUCs, gains and η (None when its teacher gain ≤ 0)
+    n_boot: int = 0
+    level: float = 0.95
+
+
+def pooled_seed_gains(
+    runs: list[SeedRun], *, teacher: str, student_raw: str, student_distill: str, n_boot: int, seed: int,
+    level: float = 0.95,
+) -> PooledEstimate:
+    """η over several training seeds: η = mean distill gain / mean teacher gain (ratio of means).
+
+    Interval: a two-level bootstrap. Each replicate draws the seeds with replacement (so the spread
+    between training runs counts) and, within every drawn seed, Poisson(1) row weights shared by the
+    three models (paired, as in `paired_bootstrap_gains`); the replicate's gains are the means over
+    the drawn seeds and its η their ratio. With one seed this is exactly the paired row bootstrap.
+    η is reported only when the teacher gain's interval lies above zero.
+    """
+    if not runs:
+        raise ValueError("pooled_seed_gains needs at least one seed")
+    names = (teacher, student_raw, student_distill)
+    ranked = [{name: RankedScores(run.scores[name], run.labels) for name in names} for run in runs]
+    per_seed = []
+    for run, models in zip(runs, ranked, strict=True):
+        aucs = {name: r.auc() for name, r in models.items()}
+        gain_t, gain_d = aucs[teacher] - aucs[student_raw], aucs[student_distill] - aucs[student_raw]
+        per_seed.append({"n": int(run.labels.size), **{f"auc_{name}": aucs[name] for name in names},
+                         "teacher_gain": gain_t, "distill_gain": gain_d,
+                         "eta": gain_d / gain_t if gain_t > 0 else None})
+    teacher_gain = float(np.mean([s["teacher_gain"] for s in per_seed]))
+    distill_gain = float(np.mean([s["distill_gain"] for s in per_seed]))
+    rng = np.random.default_rng(seed)
+    k = len(runs)
+    gains_t = np.empty(n_boot)
+    gains_d = np.empty(n_boot)
+    for i in range(n_boot):
+        drawn = rng.integers(0, k, size=k) if k > 1 else np.zeros(1, dtype=np.int64)
+        sum_t = sum_d = 0.0
+        for s in drawn:
+            weights = poisson1_weights(rng, runs[s].labels.size)
+            aucs = {name: r.auc(weights) for name, r in ranked[s].items()}
+            sum_t += aucs[teacher] - aucs[student_raw]
+            sum_d += aucs[student_distill] - aucs[student_raw]
+        gains_t[i], gains_d[i] = sum_t / k, sum_d / k
+    teacher_ci = _interval(gains_t, level)
+    distill_ci = _interval(gains_d, level)
+    significant = bool(teacher_gain > 0 and teacher_ci[0] > 0)
+    common = {"n_seeds": k, "n_rows": int(sum(run.labels.size for run in runs)), "teacher_gain": teacher_gain,
+              "teacher_gain_ci": teacher_ci, "distill_gain": distill_gain, "distill_gain_ci": distill_ci,
+              "per_seed": per_seed, "n_boot": n_boot, "level": level}
+    if not significant:
+        reason = (f"not measurable: teacher gain {teacher_gain:+.5f} AUC with {level:.0%} interval "
+                  f"[{teacher_ci[0]:+.5f}, {teacher_ci[1]:+.5f}] is not above zero")
+        return PooledEstimate(eta=None, eta_ci=None, significant=False, reason=reason, **common)
+    ratios = np.divide(gains_d, gains_t, out=np.full(n_boot, np.nan), where=gains_t > 0)
+    return PooledEstimate(eta=distill_gain / teacher_gain, eta_ci=_interval(ratios, level), significant=True,
+                          reason=None, **common)

@@ -44,7 +44,8 @@ class StudentOutput:
 class _StudentTrunk(nn.Module):
     """Features → shared backbone representation; the part both the trainer and the server run.
 
-    Subclasses set `embedding`, `dense`, `target_attention`, `backbone` and `seq_len`.
+    Subclasses set `embedding`, `dense`, `target_attention`, `match`, `match_projection`, `backbone`,
+    `seq_len` and `attention_len`.
     """
 
     embedding: FeatureEmbedding
@@ -54,13 +55,15 @@ class _StudentTrunk(nn.Module):
     match_projection: nn.Linear
     backbone: MLP
     seq_len: int
+    attention_len: int
 
     def represent(self, sparse: torch.Tensor, dense: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         # sparse (B, S) int64, dense (B, N_DENSE), history (B, ≥seq_len) int → (B, H)
         history = history[:, -self.seq_len :]
         embedded = self.embedding.sparse(sparse)  # (B, S, E)
         candidate = self.embedding.candidate(sparse)  # (B, E)
-        sequence, mask = self.embedding.history(history)  # (B, l, E), (B, l)
+        # Only the newest attention_len events are embedded; the whole window feeds the counters.
+        sequence, mask = self.embedding.history(history[:, -self.attention_len :])  # (B, a, E), (B, a)
         attended = self.target_attention(candidate, sequence, mask)  # (B, E)
         mean = masked_mean(sequence, mask)  # (B, E)
         history_category, history_creator = self.embedding.side_info(history)  # (B, L) each
@@ -76,6 +79,7 @@ class StudentModel(_StudentTrunk):
         super().__init__()
         self.arch = arch
         self.seq_len = arch.seq_len
+        self.attention_len = arch.attended_len
         e = arch.embed_dim
         self.embedding = FeatureEmbedding(vocab, e)
         self.dense = nn.Linear(N_DENSE, e)
@@ -128,6 +132,7 @@ class StudentMainTower(_StudentTrunk):
         self.backbone = student.backbone
         self.main_tower = student.main_tower
         self.seq_len = student.seq_len
+        self.attention_len = student.attention_len
         self.register_buffer("r_s", torch.tensor(policy.r_s, dtype=torch.float32))
         self.register_buffer("p_x", torch.tensor(policy.positive_keep_by_source, dtype=torch.float32))
 

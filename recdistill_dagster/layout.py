@@ -27,5 +27,10 @@ def checkpoint_path(role: ModelRole, partition: date) -> str:
     return f"checkpoints/{role}/{partition.isoformat()}.pt"
 
 
+def teacher_eval_scores_path(partition: date, snapshot_run: str) -> str:
+    # Keyed by the snapshot's run: a retrained (rolled-back) teacher never reads a stale file.
+    return f"eval_scores/teacher/{partition.isoformat()}/{snapshot_run}.parquet"
+
+
 def report_path(day: date, name: str = "transferability.json") -> str:
     return f"reports/{day.isoformat()}/{name}"

@@ -45,7 +45,7 @@ from recdistill_dagster.data.schema import (
 )
 from recdistill_dagster.data.source import DaySource
 from recdistill_dagster.health import HealthInputs, HealthVerdict, assess_teacher
-from recdistill_dagster.registry import SnapshotRecord, SnapshotRegistry
+from recdistill_dagster.registry import SnapshotRecord, SnapshotRegistry, parse_snapshot_id
 from resources.storage import ArtifactNotFoundError, ArtifactStore
 
 StudentVariant = Literal["student", "student_baseline"]
@@ -687,6 +687,30 @@ def _summarize(config: PipelineConfig, predictions: pl.DataFrame, seed: int) -> 
     return summary
 
 
+def _teacher_eval_logits(config: PipelineConfig, store: ArtifactStore, teacher: TeacherModel,
+                         checkpoint: LoadedCheckpoint, eval_frame: pl.DataFrame, partition: date) -> np.ndarray:
+    """The teacher snapshot's raw logits on the eval day, scored once per snapshot.
+
+    The teacher is the costliest model to run, and one snapshot is scored by every report that
+    reads it (a student-only rerun, every student fed by the same teacher), so the scores are
+    stored next to the reports, keyed by the snapshot, and reused when they cover exactly the
+    eval rows in the same order.
+    """
+    _, _, run = parse_snapshot_id(checkpoint.meta["snapshot_id"])
+    path = layout.teacher_eval_scores_path(partition, run)
+    if store.exists(path):
+        cached = store.read_parquet(path)
+        if cached["sample_id"].equals(eval_frame["sample_id"]) and cached["logit"].is_finite().all():
+            return cached["logit"].to_numpy(writable=True)
+    device = _device(config)
+    restore(teacher, None, checkpoint.payload)
+    logit = predict_logits(teacher.to(device), eval_frame, history_len=config.teacher.arch.seq_len,
+                           batch_size=config.eval.batch_size, device=device)["logit"]
+    if np.isfinite(logit).all():  # a diverged teacher's scores are recomputed, never cached
+        store.write_parquet(path, pl.DataFrame({"sample_id": eval_frame["sample_id"], "logit": logit}))
+    return logit
+
+
 def evaluate_partition(
     config: PipelineConfig, store: ArtifactStore, vocab: FeatureVocab, partition: date
 ) -> ReportResult:
@@ -698,16 +722,14 @@ def evaluate_partition(
     device = _device(config)
     checkpoints = {role: load_checkpoint(store, role, partition)
                    for role in ("teacher", "student", "student_baseline")}
-    teacher = build_teacher(config, vocab)
-    restore(teacher, None, checkpoints["teacher"].payload)
     distilled = build_student(config, vocab)
     restore(distilled, None, checkpoints["student"].payload)
     baseline = build_student(config, vocab)
     restore(baseline, None, checkpoints["student_baseline"].payload)
     batch_size = config.eval.batch_size
     source = eval_frame["traffic_source"].to_numpy()
-    teacher_out = predict_logits(teacher.to(device), eval_frame, history_len=config.teacher.arch.seq_len,
-                                 batch_size=batch_size, device=device)
+    teacher = build_teacher(config, vocab)
+    teacher_logit = _teacher_eval_logits(config, store, teacher, checkpoints["teacher"], eval_frame, partition)
     distill_out = predict_logits(distilled.to(device), eval_frame, history_len=config.student.arch.seq_len,
                                  batch_size=batch_size, device=device)
     baseline_out = predict_logits(baseline.to(device), eval_frame, history_len=config.student.arch.seq_len,
@@ -715,7 +737,7 @@ def evaluate_partition(
     student_policy = config.sampling.student
     aux = distill_out.get("aux")
     predictions = eval_frame.select("sample_id", "day", "label", "p_true", "traffic_source").with_columns(
-        teacher=pl.Series(_calibrated(teacher_out["logit"], config.sampling.teacher, source)),
+        teacher=pl.Series(_calibrated(teacher_logit, config.sampling.teacher, source)),
         student_raw=pl.Series(_calibrated(baseline_out["main"], student_policy, source)),
         student_distill=pl.Series(_calibrated(distill_out["main"], student_policy, source)),
         student_aux=pl.Series(

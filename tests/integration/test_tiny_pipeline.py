@@ -8,13 +8,17 @@ import json
 from datetime import date, timedelta
 from pathlib import Path
 
+import polars as pl
 import pytest
 import torch
 from dagster import AssetKey, DagsterInstance
 
 from recdistill_dagster import layout
 from recdistill_dagster.config import load_config
+from recdistill_dagster.data.source import make_source
 from recdistill_dagster.definitions import DAILY_TRAINING_JOB, SAMPLE_STREAMS_JOB, build_definitions
+from recdistill_dagster.registry import parse_snapshot_id
+from recdistill_dagster.steps import evaluate_partition
 from resources import ArtifactStore, MlflowTracking
 
 pytestmark = pytest.mark.integration
@@ -229,3 +233,18 @@ def test_html_report_written_linked_and_logged(pipeline: Pipeline) -> None:
     artifacts = {a.path for a in client.list_artifacts(meta["mlflow_run_id"])}
     assert {"report.html", "plots", "transferability.json"} <= artifacts
     assert {a.path for a in client.list_artifacts(meta["mlflow_run_id"], "plots")} >= {"plots/calibration_day.png"}
+
+
+def test_teacher_eval_scores_are_stored_per_snapshot_and_checked_before_reuse(pipeline: Pipeline) -> None:
+    day = TRAINING_DAYS[0]
+    report = json.loads((pipeline.home / layout.report_path(day)).read_text())
+    _, _, run = parse_snapshot_id(report["snapshots"]["teacher"])
+    cache = pipeline.home / layout.teacher_eval_scores_path(day, run)
+    stored = pl.read_parquet(cache)
+    assert stored.height == report["n_eval"]
+    # Scores in another row order must not be reused: the report recomputes them.
+    stored.reverse().write_parquet(cache)
+    store = ArtifactStore(base_url=str(pipeline.home))
+    again = evaluate_partition(CONFIG, store, make_source(CONFIG).vocab(), day)
+    assert again.report["teacher_auc"] == pytest.approx(report["teacher_auc"], abs=1e-9)
+    assert pl.read_parquet(cache)["sample_id"].equals(stored["sample_id"])

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from models.metrics import auc, logloss, paired_bootstrap_gains, poisson1_weights
+from models.metrics import SeedRun, auc, logloss, paired_bootstrap_gains, poisson1_weights, pooled_seed_gains
 
 
 def _pairwise_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> float:
@@ -96,3 +96,47 @@ def test_eta_is_not_measurable_without_a_teacher_gain() -> None:
     assert est.eta is None and est.eta_ci is None and not est.significant
     assert est.teacher_gain == 0.0 and "not measurable" in est.reason
     assert est.distill_gain > 0  # still reported
+
+
+def _seed_run(rng: np.random.Generator, n: int, d_raw: float, d_teacher: float, d_distill: float) -> SeedRun:
+    labels = (rng.random(n) < 0.3).astype(float)
+    return SeedRun(labels, {"t": _gaussian_scores(rng, labels, d_teacher), "r": _gaussian_scores(rng, labels, d_raw),
+                            "d": _gaussian_scores(rng, labels, d_distill)})
+
+
+def test_pooled_eta_is_the_ratio_of_mean_gains_with_per_seed_detail() -> None:
+    rng = np.random.default_rng(7)
+    runs = [_seed_run(rng, 20_000, 0.5, 1.5, d) for d in (0.8, 1.0, 1.2)]  # seeds that differ
+    est = pooled_seed_gains(runs, teacher="t", student_raw="r", student_distill="d", n_boot=100, seed=0)
+    per_t = [auc(r.scores["t"], r.labels) - auc(r.scores["r"], r.labels) for r in runs]
+    per_d = [auc(r.scores["d"], r.labels) - auc(r.scores["r"], r.labels) for r in runs]
+    assert est.n_seeds == 3 and est.n_rows == 60_000 and len(est.per_seed) == 3
+    assert est.teacher_gain == pytest.approx(np.mean(per_t)) and est.distill_gain == pytest.approx(np.mean(per_d))
+    assert est.eta == pytest.approx(np.mean(per_d) / np.mean(per_t))
+    assert [s["eta"] for s in est.per_seed] == pytest.approx([d / t for d, t in zip(per_d, per_t, strict=True)])
+    assert est.significant and est.eta_ci[0] < est.eta < est.eta_ci[1]
+    # Seed-to-seed spread widens the interval beyond the row noise of any single seed.
+    single = pooled_seed_gains(runs[1:2], teacher="t", student_raw="r", student_distill="d", n_boot=100, seed=0)
+    assert est.eta_ci[1] - est.eta_ci[0] > single.eta_ci[1] - single.eta_ci[0]
+    assert pooled_seed_gains(runs, teacher="t", student_raw="r", student_distill="d", n_boot=100, seed=0) == est
+
+
+def test_pooled_with_one_seed_is_the_paired_row_bootstrap() -> None:
+    rng = np.random.default_rng(8)
+    run = _seed_run(rng, 20_000, 0.5, 1.5, 1.0)
+    pooled = pooled_seed_gains([run], teacher="t", student_raw="r", student_distill="d", n_boot=60, seed=3)
+    paired = paired_bootstrap_gains(run.labels, run.scores, teacher="t", student_raw="r", student_distill="d",
+                                    n_boot=60, seed=3)
+    assert pooled.eta == pytest.approx(paired.eta) and pooled.eta_ci == pytest.approx(paired.eta_ci)
+    assert pooled.teacher_gain_ci == pytest.approx(paired.teacher_gain_ci)
+
+
+def test_pooled_eta_not_measurable_without_teacher_gain() -> None:
+    rng = np.random.default_rng(9)
+    runs = [_seed_run(rng, 10_000, 0.5, 0.5, 1.0) for _ in range(2)]
+    for run in runs:
+        run.scores["t"] = run.scores["r"]
+    est = pooled_seed_gains(runs, teacher="t", student_raw="r", student_distill="d", n_boot=40, seed=0)
+    assert est.eta is None and est.eta_ci is None and not est.significant and "not measurable" in est.reason
+    with pytest.raises(ValueError):
+        pooled_seed_gains([], teacher="t", student_raw="r", student_distill="d", n_boot=10, seed=0)

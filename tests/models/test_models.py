@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from models.features import frame_to_tensors
-from models.layers import TRAFFIC_SOURCE
+from models.layers import CREATOR, ITEM, TRAFFIC_SOURCE
 from models.student import StudentMainTower, StudentModel
 from models.teacher import TeacherModel
 from recdistill_dagster.config import SamplingPolicy, StudentArch, TeacherArch
@@ -85,3 +85,42 @@ def test_parameter_counts_split_embeddings_from_dense(vocab) -> None:
     assert counts["embedding"] == tables
     assert counts["dense"] == counts["total"] - tables > 0
     assert np.isclose(counts["total"], sum(p.numel() for p in StudentModel(vocab, STUDENT).parameters()))
+
+
+def test_attention_len_reads_old_events_only_through_the_counters(vocab) -> None:
+    """Events older than attention_len are never embedded (no gradient reaches their item rows), but
+    the parameter-free match counters still see them: a creator match there changes the output."""
+    arch = STUDENT.model_copy(update={"seq_len": 12, "attention_len": 4})
+    batch = frame_to_tensors(make_frame(vocab, 1, seed=21), history_len=12)
+    old_item = 7
+    history = torch.full((1, 12), 1, dtype=torch.long)
+    history[0, 0] = old_item  # the oldest position: outside the 4-event attention window
+    sparse = batch.sparse.clone()
+    assert sparse[0, ITEM] != old_item  # the candidate is another item
+
+    def item_grad(model: StudentModel) -> torch.Tensor:
+        model.zero_grad()
+        model(sparse, batch.dense, history).main_logit.sum().backward()
+        return model.embedding.tables[ITEM].weight.grad[old_item]
+
+    torch.manual_seed(0)
+    short = StudentModel(vocab, arch)
+    assert short.num_parameters() == StudentModel(vocab, STUDENT.model_copy(update={"seq_len": 12})).num_parameters()
+    assert torch.count_nonzero(item_grad(short)) == 0
+    torch.manual_seed(0)
+    full = StudentModel(vocab, arch.model_copy(update={"attention_len": None}))
+    assert torch.count_nonzero(item_grad(full)) > 0
+
+    # The counters: make the old event share the candidate's creator and the output moves.
+    short.eval()
+    before = short(sparse, batch.dense, history).main_logit
+    same_creator = [i for i in range(1, len(vocab.item_creator))
+                    if vocab.item_creator[i] == int(sparse[0, CREATOR]) and i != int(sparse[0, ITEM])]
+    history[0, 0] = same_creator[0]
+    assert not torch.allclose(short(sparse, batch.dense, history).main_logit, before)
+
+
+def test_attention_len_is_capped_by_the_history_read() -> None:
+    assert StudentArch(seq_len=8, attention_len=20).attended_len == 8
+    assert StudentArch(seq_len=20, attention_len=None).attended_len == 20
+    assert StudentArch(seq_len=256, attention_len=20).attended_len == 20

@@ -1,0 +1,107 @@
+"""Transferability benchmark: `python -m bench [--quick] [--only main,alpha] [--seeds 3]`.
+
+Runs every cell of the selected experiments through the real asset graph (Dagster,
+`execute_in_process` per partition; see bench/runner.py) for each seed, then writes
+`<out>/transferability.{json,md}`. Results of experiments not selected in this invocation are kept
+from the existing JSON, so experiments can be run one at a time (`make bench-eta ONLY=alpha`).
+Cells already materialized in the state folder with the same configuration are not re-trained.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.experiments import EXPERIMENTS, QUICK_OVERRIDES, selected
+from bench.report import main_entry, write
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _machine() -> dict[str, Any]:
+    import dagster
+    import torch
+
+    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "torch": torch.__version__, "dagster": dagster.__version__}
+
+
+def _log(message: str) -> None:
+    print(message, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="reduced calendar and volume (minutes)")
+    parser.add_argument("--only", default="", help="comma-separated experiment names "
+                        f"({', '.join(e.name for e in EXPERIMENTS)})")
+    parser.add_argument("--seeds", type=int, default=3, help="training seeds per cell (≥ 3 for the η interval)")
+    parser.add_argument("--out", default=None, help="results folder (default bench/results[/quick])")
+    parser.add_argument("--state", default=None, help="state folder of the cells (default .state/bench-eta[-quick])")
+    parser.add_argument("--boot", type=int, default=None, help="bootstrap replicates (default: the profile's)")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    out = Path(args.out) if args.out else REPO / "bench" / "results" / ("quick" if quick else "")
+    default_state = REPO / ".state" / ("bench-eta-quick" if quick else "bench-eta")
+    state = Path(args.state or os.environ.get("BENCH_STATE") or default_state)
+    state.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("MPLCONFIGDIR", str(state / ".matplotlib"))
+    only = [n for n in args.only.split(",") if n]
+    experiments = selected(only, quick)
+    seeds = list(range(args.seeds))
+
+    from bench.aggregate import summarize_cell
+    from bench.runner import run_cell
+    from recdistill_dagster.config import deep_merge, load_config
+
+    previous: dict[str, Any] = {}
+    if (out / "transferability.json").exists():
+        previous = json.loads((out / "transferability.json").read_text())
+    command = "python -m bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    results: dict[str, Any] = {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": command.strip(),
+        "quick": quick,
+        "machine": _machine(),
+        "seeds": seeds,
+        "main": previous.get("main"),
+        "experiments": dict(previous.get("experiments", {})),
+    }
+    started = time.monotonic()
+    for experiment in experiments:
+        _log(f"experiment {experiment.name}: {experiment.title}")
+        t0 = time.monotonic()
+        profile_overrides = QUICK_OVERRIDES.get(experiment.profile, {}) if quick else {}
+        cells = []
+        for cell in experiment.cells:
+            overrides = deep_merge(profile_overrides, cell.overrides)
+            runs = [run_cell(state, cell.name, experiment.profile, overrides, seed, log=_log) for seed in seeds]
+            n_boot = args.boot or load_config(experiment.profile, overrides=overrides).eval.bootstrap_samples
+            summary = summarize_cell(runs, n_boot=n_boot)
+            summary.update(name=cell.name, label=cell.title)
+            cells.append(summary)
+            _log(f"  {cell.title}: η {summary['eta']} {summary['eta_ci']}, teacher gain "
+                 f"{summary['teacher_gain']:.4f}, student gain {summary['student_gain']:.4f}")
+        results["experiments"][experiment.name] = {
+            "title": experiment.title, "paper": experiment.paper, "profile": experiment.profile,
+            "kind": experiment.kind, "note": experiment.note, "cells": cells,
+            "wall_seconds": time.monotonic() - t0,
+        }
+        if experiment.name == "main":
+            results["main"] = main_entry(experiment.profile, cells[0])
+        results["wall_seconds"] = time.monotonic() - started
+        results["not_run"] = [e.name for e in EXPERIMENTS if e.name not in results["experiments"]]
+        write(results, out)
+    _log(f"wrote {out / 'transferability.md'} and .json in {(time.monotonic() - started) / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""Run one benchmark cell (a configuration × a seed) through the real asset graph, with Dagster.
+
+Every cell has its own state folder (artifact store, Dagster instance, MLflow store) and is
+materialized partition by partition with `execute_in_process`, exactly like
+`python -m recdistill_dagster run`: same `build_definitions`, same jobs, same assets.
+
+Sharing (the pipeline's own 1-to-N property): one teacher's recorded logits feed many students.
+A cell whose sample streams, teacher or baseline student would be identical to an earlier cell's
+(same config sections, same seed) links that cell's files instead of re-training them, and its
+training runs select only the assets it does not share. The shared files are the artifacts the
+assets wrote (sample parquet, teacher checkpoints and logit partitions, baseline checkpoints), so
+the distilled students of every cell read exactly what a full run would have produced.
+"""
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from recdistill_dagster.config import PipelineConfig, deep_merge, load_config
+from recdistill_dagster.home import DAGSTER_YAML
+
+# What each shared artifact depends on (sections of the resolved config).
+DATA_SECTIONS = ("data", "sampling", "calendar")
+TEACHER_SECTIONS = ("teacher",)
+BASELINE_STUDENT_KEYS = ("arch", "optim", "seed")  # not `distill`: the baseline never distills
+REGISTRY = "registry.json"
+DONE = "bench-cell.json"
+
+
+def seed_overrides(seed: int) -> dict[str, Any]:
+    """Seed s re-initializes and re-shuffles both models; the world and evaluation stay fixed."""
+    if seed == 0:
+        return {}
+    return {"teacher": {"seed": 101 + 1000 * seed}, "student": {"seed": 202 + 1000 * seed}}
+
+
+def _digest(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def share_keys(config: PipelineConfig) -> dict[str, str]:
+    dumped = config.model_dump(mode="json")
+    data = _digest({k: dumped[k] for k in DATA_SECTIONS})
+    student = {k: dumped["student"][k] for k in BASELINE_STUDENT_KEYS}
+    return {
+        "data": data,
+        "teacher": _digest([data, *(dumped[k] for k in TEACHER_SECTIONS), dumped["runtime"]]),
+        "student_baseline": _digest([data, student, dumped["runtime"]]),
+    }
+
+
+# Folders of the artifact store that each shared part owns.
+SHARED_PATHS = {
+    "data": ("samples",),
+    "teacher": ("teacher_logits", "checkpoints/teacher", "eval_scores/teacher"),
+    "student_baseline": ("checkpoints/student_baseline",),
+}
+
+
+@dataclass
+class CellRun:
+    name: str
+    seed: int
+    home: Path
+    config: PipelineConfig
+    overrides: dict[str, Any]
+    shared_from: dict[str, str] = field(default_factory=dict)  # part → cell home it was linked from
+    seconds: float = 0.0
+    reused: bool = False
+
+
+class Registry:
+    """Which cell home holds the materialized data / teacher / baseline for a share key."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / REGISTRY
+        self.entries: dict[str, str] = json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def get(self, part: str, key: str) -> Path | None:
+        home = self.entries.get(f"{part}:{key}")
+        return Path(home) if home and Path(home).exists() else None
+
+    def put(self, part: str, key: str, home: Path) -> None:
+        self.entries[f"{part}:{key}"] = str(home)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.entries, indent=1, sort_keys=True))
+        tmp.replace(self.path)
+
+
+def _link_shared(home: Path, provider: Path, part: str) -> None:
+    for relative in SHARED_PATHS[part]:
+        target = home / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_symlink() or target.exists():
+            continue
+        os.symlink((provider / relative).resolve(), target)
+
+
+def run_cell(root: Path, name: str, profile: str, overrides: dict[str, Any], seed: int,
+             log=print) -> CellRun:
+    """Materialize one cell (all training partitions, in date order) unless it already ran."""
+    merged = deep_merge(overrides, seed_overrides(seed))
+    config = load_config(profile, overrides=merged)
+    fingerprint = _digest([profile, config.model_dump(mode="json")])
+    # Cells with identical configurations (e.g. the default recipe in several experiments) share a home.
+    home = (root / "cells" / f"{fingerprint}-s{seed}").resolve()
+    done = home / DONE
+    if done.exists() and json.loads(done.read_text()).get("fingerprint") == fingerprint:
+        meta = json.loads(done.read_text())
+        return CellRun(name, seed, home, config, merged, meta.get("shared_from", {}), meta["seconds"], reused=True)
+    log(f"  cell {name} seed {seed} → {home.name}")
+    home.mkdir(parents=True, exist_ok=True)
+    registry = Registry(root)
+    keys = share_keys(config)
+    shared_from: dict[str, str] = {}
+    for part, key in keys.items():
+        provider = registry.get(part, key)
+        if provider is not None and provider != home:
+            _link_shared(home, provider, part)
+            shared_from[part] = str(provider)
+    overrides_file = home / "overrides.yaml"
+    overrides_file.write_text(json.dumps(merged, indent=1))  # JSON is YAML
+    started = time.monotonic()
+    _materialize(home, profile, str(overrides_file), config, shared=set(shared_from), log=log)
+    seconds = time.monotonic() - started
+    for part, key in keys.items():
+        if part not in shared_from:
+            registry.put(part, key, home)
+    done.write_text(json.dumps({"name": name, "fingerprint": fingerprint, "seconds": seconds,
+                                "shared_from": shared_from,
+                                "profile": profile, "overrides": merged}, indent=1))
+    return CellRun(name, seed, home, config, merged, shared_from, seconds)
+
+
+def _materialize(home: Path, profile: str, config_file: str, config: PipelineConfig, shared: set[str],
+                 log) -> None:
+    from dagster import AssetKey, DagsterInstance
+
+    from recdistill_dagster.definitions import DAILY_TRAINING_JOB, SAMPLE_STREAMS_JOB, build_definitions
+
+    dagster_home = home / "dagster"
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    if not (dagster_home / "dagster.yaml").exists():
+        (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
+    # The resources read RECDISTILL_HOME / the MLflow URI through the definitions built here.
+    os.environ["RECDISTILL_HOME"] = str(home)
+    os.environ["DAGSTER_HOME"] = str(dagster_home)
+    defs = build_definitions(profile, home, config_file)
+    run_config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        calendar = config.calendar
+        if "data" not in shared:
+            job = defs.resolve_job_def(SAMPLE_STREAMS_JOB)
+            for day in calendar.data_days():
+                job.execute_in_process(partition_key=day.isoformat(), instance=instance, run_config=run_config)
+        job = defs.resolve_job_def(DAILY_TRAINING_JOB)
+        skip = {spec.key for spec in defs.resolve_all_asset_specs()
+                if (spec.group_name == "teacher" and "teacher" in shared)}
+        if "student_baseline" in shared:
+            skip.add(AssetKey("student_baseline_checkpoint"))
+        selection = None
+        if skip:
+            selection = [key for key in job.asset_layer.executable_asset_keys if key not in skip]
+        for day in calendar.training_days():
+            t0 = time.monotonic()
+            job.execute_in_process(partition_key=day.isoformat(), instance=instance, run_config=run_config,
+                                   asset_selection=selection)
+            log(f"    {home.name} {day} {time.monotonic() - t0:5.1f}s")
+

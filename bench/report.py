@@ -100,6 +100,8 @@ def markdown(results: dict[str, Any]) -> str:
             lines += _alpha(cells)
         if kind == "streaming":
             lines += _streaming(cells)
+        if kind == "calibration":
+            lines += _winner(cells)
         if kind == "calibration" or name == "main":
             lines += _calibration(cells)
         if kind == "capacity":
@@ -164,3 +166,15 @@ def _capacity(cells: list[dict[str, Any]]) -> list[str]:
     rows = [[c["label"], f"{c['params']['student']:,}", f"{c['params']['ratio']:.3f}", _eta(c)] for c in cells]
     return ["Student size (the teacher is the same in every row):", "",
             *_table(["student", "parameters", "student / teacher", "η"], rows), ""]
+
+
+def _winner(cells: list[dict[str, Any]]) -> list[str]:
+    """Which variant transfers most, and its margin over the runner-up (gains are paired: same rows)."""
+    ranked = sorted((c for c in cells if c["eta"] is not None), key=lambda c: c["eta"], reverse=True)
+    if len(ranked) < 2:
+        return []
+    best, second = ranked[0], ranked[1]
+    return [f"Highest η: **{best['label']}**, η {_eta(best)}, ahead of {second['label']} ({_eta(second)}) by "
+            f"Δη = {best['eta'] - second['eta']:+.2f} and a student gain larger by "
+            f"{best['student_gain'] - second['student_gain']:+.4f} AUC. Lowest: {ranked[-1]['label']} "
+            f"({_eta(ranked[-1])}).", ""]

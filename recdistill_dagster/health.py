@@ -47,6 +47,22 @@ def _finite_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return auc(scores, labels) if np.isfinite(scores).all() else math.nan
 
 
+def holdout_rows(labels: np.ndarray, trained_rows: np.ndarray, min_per_class: int) -> tuple[np.ndarray, bool]:
+    """Mask of the day's rows the teacher did not train on, and whether it fell back to the whole day.
+
+    A teacher that keeps every negative leaves only dropped positives out: a one-class held-out set
+    has no AUC, so with fewer than `min_per_class` positives or negatives the whole day is used (the
+    comparison then favours the new snapshot, which still exposes a broken one).
+    """
+    holdout = np.ones(labels.size, dtype=bool)
+    holdout[trained_rows] = False
+    positives = int(labels[holdout].sum())
+    negatives = int(holdout.sum()) - positives
+    if min(positives, negatives) < min_per_class:
+        return np.ones(labels.size, dtype=bool), True
+    return holdout, False
+
+
 def assess_teacher(inputs: HealthInputs, config: HealthConfig) -> HealthVerdict:
     failures: list[str] = []
     notes: list[str] = []

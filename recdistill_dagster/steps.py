@@ -44,7 +44,7 @@ from recdistill_dagster.data.schema import (
     validate_teacher_logits,
 )
 from recdistill_dagster.data.source import DaySource
-from recdistill_dagster.health import HealthInputs, HealthVerdict, assess_teacher
+from recdistill_dagster.health import HealthInputs, HealthVerdict, assess_teacher, holdout_rows
 from recdistill_dagster.registry import SnapshotRecord, SnapshotRegistry, parse_snapshot_id
 from resources.storage import ArtifactNotFoundError, ArtifactStore
 
@@ -334,13 +334,8 @@ def _teacher_health(config: PipelineConfig, store: ArtifactStore, vocab: Feature
     trained = eval_frame.select("sample_id").with_row_index("row").join(
         trained_ids.collect(), on="sample_id", how="semi"
     )["row"].to_numpy()
-    holdout = np.ones(eval_frame.height, dtype=bool)
-    holdout[trained] = False
     labels = eval_frame["label"].to_numpy().astype(np.float64)
-    if labels[holdout].sum() < config.health.min_holdout_positives:
-        # The teacher trained on (nearly) every row (e.g. it keeps all negatives): compare on the whole
-        # day instead; the comparison then favours the new snapshot, which still exposes a broken one.
-        holdout[:] = True
+    holdout, _ = holdout_rows(labels, trained, config.health.min_holdout_positives)
     seq_len, batch_size = config.teacher.arch.seq_len, config.eval.batch_size
     scores = predict_logits(model, eval_frame, history_len=seq_len, batch_size=batch_size, device=device)["logit"]
     calibrated = _calibrated(scores, config.sampling.teacher, eval_frame["traffic_source"].to_numpy())

@@ -86,7 +86,8 @@ def test_page_is_self_contained_and_says_what_matters(store: ArtifactStore) -> N
     for day in DAYS:
         assert day.isoformat() in page.html
     assert "η not measurable — teacher gain not significant" in page.html
-    assert "<td>0.100</td>" in page.html  # α·L_distill / L_task = 1 · 0.05 / 0.5
+    ratio = CONFIG.student.distill.alpha * 0.05 / 0.5  # α·L_distill / L_task
+    assert f"<td>{ratio:.3f}</td>" in page.html
     assert "unavailable (LookupError)" in page.html  # a deleted MLflow run is said, not hidden
 
 

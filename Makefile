@@ -69,9 +69,10 @@ mlflow-ui: install  ## the MLflow UI over the SQLite tracking store, one worker,
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server --host 127.0.0.1 --port $(MLFLOW_PORT) \
 		--workers 1 --backend-store-uri sqlite:///$(RECDISTILL_HOME)/mlflow/mlflow.db
 
-# QUICK=1: reduced calendar/volume → bench/results/quick/; ONLY=main,alpha: some experiments; SEEDS=3.
+# QUICK=1: reduced calendar/volume → bench/results/quick/; ONLY=main,alpha: some experiments; SEEDS=3;
+# JOBS=2: cells trained in parallel processes (one torch thread each).
 bench-eta: install  ## transferability benchmark through the real asset graph → bench/results/transferability.{md,json}
-	$(PY) -m bench $(if $(QUICK),--quick) $(if $(ONLY),--only $(ONLY)) $(if $(SEEDS),--seeds $(SEEDS))
+	$(PY) -m bench $(if $(QUICK),--quick) $(if $(ONLY),--only $(ONLY)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(JOBS),--jobs $(JOBS))
 
 clean-state:  ## delete the state folder of $(PROFILE)
 	rm -rf $(RECDISTILL_HOME)

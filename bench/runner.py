@@ -12,6 +12,7 @@ assets wrote (sample parquet, teacher checkpoints and logit partitions, baseline
 the distilled students of every cell read exactly what a full run would have produced.
 """
 
+import fcntl
 import hashlib
 import json
 import os
@@ -85,10 +86,15 @@ class Registry:
         return Path(home) if home and Path(home).exists() else None
 
     def put(self, part: str, key: str, home: Path) -> None:
-        self.entries[f"{part}:{key}"] = str(home)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.entries, indent=1, sort_keys=True))
-        tmp.replace(self.path)
+        # Cells run in parallel processes: re-read under a lock so no writer drops another's entry.
+        with open(self.path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self.path.exists():
+                self.entries = json.loads(self.path.read_text())
+            self.entries[f"{part}:{key}"] = str(home)
+            tmp = self.path.with_suffix(f".tmp-{os.getpid()}")
+            tmp.write_text(json.dumps(self.entries, indent=1, sort_keys=True))
+            tmp.replace(self.path)
 
 
 def _link_shared(home: Path, provider: Path, part: str) -> None:
@@ -105,12 +111,28 @@ def _link_shared(home: Path, provider: Path, part: str) -> None:
 REPORT_BOOTSTRAP = {"eval": {"bootstrap_samples": 20}}
 
 
-def run_cell(root: Path, name: str, profile: str, overrides: dict[str, Any], seed: int,
-             log=print) -> CellRun:
-    """Materialize one cell (all training partitions, in date order) unless it already ran."""
+def cell_identity(profile: str, overrides: dict[str, Any], seed: int) -> tuple[dict[str, Any], PipelineConfig, str]:
+    """The cell's full overrides, resolved config and fingerprint (identical configs share a home)."""
     merged = deep_merge(deep_merge(overrides, REPORT_BOOTSTRAP), seed_overrides(seed))
     config = load_config(profile, overrides=merged)
-    fingerprint = _digest([profile, config.model_dump(mode="json")])
+    return merged, config, _digest([profile, config.model_dump(mode="json")])
+
+
+def worker_init() -> None:
+    """A benchmark worker process: one intra-op thread, so parallel cells share the cores evenly."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def log_line(message: str) -> None:
+    print(message, flush=True)  # worker processes write to the same terminal or log file
+
+
+def run_cell(root: Path, name: str, profile: str, overrides: dict[str, Any], seed: int,
+             log=log_line) -> CellRun:
+    """Materialize one cell (all training partitions, in date order) unless it already ran."""
+    merged, config, fingerprint = cell_identity(profile, overrides, seed)
     # Cells with identical configurations (e.g. the default recipe in several experiments) share a home.
     home = (root / "cells" / f"{fingerprint}-s{seed}").resolve()
     done = home / DONE

@@ -55,3 +55,16 @@ def test_cells_share_teacher_and_baseline_and_are_summarized(tmp_path: Path, mon
     assert len(summary["per_day"]) == len(second.config.calendar.training_days())
     assert set(summary["calibration"]) == {"all", "feed", "search", "ads"}
     json.dumps(summary)  # everything is JSON-able
+
+
+def test_pool_runs_each_configuration_once_and_providers_first(tmp_path: Path) -> None:
+    from bench.__main__ import CellPool
+
+    pool = CellPool(tmp_path, jobs=2, log=lambda _: None)
+    alpha = {"student": {"distill": {"alpha": 10.0}}}
+    for seed in (0, 1):
+        pool.submit("alpha_10", "tiny", alpha, seed, is_default=False)
+        pool.submit("default", "tiny", {}, seed, is_default=True)
+    pool.submit("default", "tiny", {}, 0, is_default=False)  # the default recipe in another experiment
+    waves = {args[0] + f"/s{args[3]}": wave for args, wave in pool.tasks.values()}
+    assert waves == {"default/s0": 0, "default/s1": 1, "alpha_10/s0": 2, "alpha_10/s1": 2}

@@ -131,9 +131,14 @@ class CellPool:
         self.tasks: dict[str, tuple[tuple[Any, ...], int]] = {}  # fingerprint → (run_cell args, wave)
         self.futures: dict[str, Any] = {}
         self.executor: Any = None
+        self._keys: dict[tuple[str, str, int], str] = {}
 
     def _key(self, profile: str, overrides: dict[str, Any], seed: int) -> str:
-        return self._identity(profile, overrides, seed)[2]
+        # Resolving a config reads the profile files: once per (profile, overrides, seed).
+        cache_key = (profile, json.dumps(overrides, sort_keys=True), seed)
+        if cache_key not in self._keys:
+            self._keys[cache_key] = self._identity(profile, overrides, seed)[2]
+        return self._keys[cache_key]
 
     def submit(self, name: str, profile: str, overrides: dict[str, Any], seed: int, is_default: bool) -> None:
         key = self._key(profile, overrides, seed)

@@ -136,8 +136,8 @@ def run_cell(root: Path, name: str, profile: str, overrides: dict[str, Any], see
     # Cells with identical configurations (e.g. the default recipe in several experiments) share a home.
     home = (root / "cells" / f"{fingerprint}-s{seed}").resolve()
     done = home / DONE
-    if done.exists() and json.loads(done.read_text()).get("fingerprint") == fingerprint:
-        meta = json.loads(done.read_text())
+    meta = json.loads(done.read_text()) if done.exists() else {}
+    if meta.get("fingerprint") == fingerprint:
         return CellRun(name, seed, home, config, merged, meta.get("shared_from", {}), meta["seconds"], reused=True)
     log(f"  cell {name} seed {seed} → {home.name}")
     home.mkdir(parents=True, exist_ok=True)

@@ -115,6 +115,31 @@ def _interval(values: np.ndarray, level: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
+@dataclass
+class _GainIntervals:
+    teacher_gain_ci: tuple[float, float]
+    distill_gain_ci: tuple[float, float]
+    significant: bool
+    eta: float | None
+    eta_ci: tuple[float, float] | None
+    reason: str | None
+
+
+def _gain_intervals(teacher_gain: float, distill_gain: float, gains_t: np.ndarray, gains_d: np.ndarray,
+                    level: float) -> _GainIntervals:
+    """Percentile intervals of the replicated gains; η (ratio of the point gains, interval of the
+    per-replicate ratios) only when the teacher gain's interval lies above zero."""
+    teacher_ci = _interval(gains_t, level)
+    distill_ci = _interval(gains_d, level)
+    if not (teacher_gain > 0 and teacher_ci[0] > 0):
+        reason = (f"not measurable: teacher gain {teacher_gain:+.5f} AUC with {level:.0%} interval "
+                  f"[{teacher_ci[0]:+.5f}, {teacher_ci[1]:+.5f}] is not above zero")
+        return _GainIntervals(teacher_ci, distill_ci, False, None, None, reason)
+    ratios = np.divide(gains_d, gains_t, out=np.full(gains_t.size, np.nan), where=gains_t > 0)
+    return _GainIntervals(teacher_ci, distill_ci, True, float(distill_gain / teacher_gain),
+                          _interval(ratios, level), None)
+
+
 def paired_bootstrap_gains(
     labels: np.ndarray, scores: dict[str, np.ndarray], *, teacher: str, student_raw: str,
     student_distill: str, n_boot: int, seed: int, level: float = 0.95,
@@ -140,19 +165,12 @@ def paired_bootstrap_gains(
         aucs = {name: r.auc(weights) for name, r in ranked.items()}
         gains_t[i] = aucs[teacher] - aucs[student_raw]
         gains_d[i] = aucs[student_distill] - aucs[student_raw]
-    teacher_ci = _interval(gains_t, level)
-    distill_ci = _interval(gains_d, level)
-    significant = bool(teacher_gain > 0 and teacher_ci[0] > 0)
-    common = {"n": int(labels.size), "teacher_gain": float(teacher_gain), "teacher_gain_ci": teacher_ci,
-              "distill_gain": float(distill_gain), "distill_gain_ci": distill_ci, "n_boot": n_boot,
-              "level": level}
-    if not significant:
-        reason = (f"not measurable: teacher gain {teacher_gain:+.5f} AUC with {level:.0%} interval "
-                  f"[{teacher_ci[0]:+.5f}, {teacher_ci[1]:+.5f}] is not above zero")
-        return TransferabilityEstimate(eta=None, eta_ci=None, significant=False, reason=reason, **common)
-    ratios = np.divide(gains_d, gains_t, out=np.full(n_boot, np.nan), where=gains_t > 0)
-    return TransferabilityEstimate(eta=float(distill_gain / teacher_gain), eta_ci=_interval(ratios, level),
-                                   significant=True, reason=None, **common)
+    est = _gain_intervals(teacher_gain, distill_gain, gains_t, gains_d, level)
+    return TransferabilityEstimate(
+        n=int(labels.size), teacher_gain=float(teacher_gain), teacher_gain_ci=est.teacher_gain_ci,
+        distill_gain=float(distill_gain), distill_gain_ci=est.distill_gain_ci, eta=est.eta, eta_ci=est.eta_ci,
+        significant=est.significant, reason=est.reason, n_boot=n_boot, level=level,
+    )
 
 
 @dataclass
@@ -220,16 +238,10 @@ def pooled_seed_gains(
             sum_t += aucs[teacher] - aucs[student_raw]
             sum_d += aucs[student_distill] - aucs[student_raw]
         gains_t[i], gains_d[i] = sum_t / k, sum_d / k
-    teacher_ci = _interval(gains_t, level)
-    distill_ci = _interval(gains_d, level)
-    significant = bool(teacher_gain > 0 and teacher_ci[0] > 0)
-    common = {"n_seeds": k, "n_rows": int(sum(run.labels.size for run in runs)), "teacher_gain": teacher_gain,
-              "teacher_gain_ci": teacher_ci, "distill_gain": distill_gain, "distill_gain_ci": distill_ci,
-              "per_seed": per_seed, "n_boot": n_boot, "level": level}
-    if not significant:
-        reason = (f"not measurable: teacher gain {teacher_gain:+.5f} AUC with {level:.0%} interval "
-                  f"[{teacher_ci[0]:+.5f}, {teacher_ci[1]:+.5f}] is not above zero")
-        return PooledEstimate(eta=None, eta_ci=None, significant=False, reason=reason, **common)
-    ratios = np.divide(gains_d, gains_t, out=np.full(n_boot, np.nan), where=gains_t > 0)
-    return PooledEstimate(eta=distill_gain / teacher_gain, eta_ci=_interval(ratios, level), significant=True,
-                          reason=None, **common)
+    est = _gain_intervals(teacher_gain, distill_gain, gains_t, gains_d, level)
+    return PooledEstimate(
+        n_seeds=k, n_rows=int(sum(run.labels.size for run in runs)), teacher_gain=teacher_gain,
+        teacher_gain_ci=est.teacher_gain_ci, distill_gain=distill_gain, distill_gain_ci=est.distill_gain_ci,
+        eta=est.eta, eta_ci=est.eta_ci, significant=est.significant, reason=est.reason, per_seed=per_seed,
+        n_boot=n_boot, level=level,
+    )

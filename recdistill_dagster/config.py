@@ -307,8 +307,9 @@ class HealthConfig(StrictModel):
     """
 
     max_auc_drop: float = Field(0.02, ge=0.0, le=1.0)  # held-out AUC, last good minus this snapshot
-    # Fewer held-out positives or negatives (a teacher keeping every negative leaves only dropped
-    # positives out): the comparison uses the whole day; a smaller whole day skips it (too noisy).
+    # Held-out rows come from the sources where the teacher's sampler leaves out both classes, weighted
+    # back to the day's mix. Fewer positives or negatives there (a teacher keeping every negative
+    # leaves only dropped positives out): the whole day is used; a smaller whole day skips it.
     min_holdout_positives: int = Field(20, ge=1)
     max_calibration_error: float = Field(0.5, gt=0.0)  # |mean predicted / observed - 1| on the day
     max_logit_mean_shift: float = Field(1.5, gt=0.0)  # |mean - mean_ref| in units of the ref's std

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from models.metrics import auc
-from recdistill_dagster.config import HealthConfig
+from recdistill_dagster.config import HealthConfig, SamplingPolicy
 
 
 @dataclass
@@ -23,10 +23,13 @@ class HealthInputs:
     recorded_logits: np.ndarray  # every logit recorded while training this snapshot
     holdout_labels: np.ndarray  # the day's impressions the teacher did not train on
     holdout_scores: np.ndarray  # this snapshot's scores on them
+    holdout_weights: np.ndarray | None  # see `holdout_rows`; None = unit weights
     reference_holdout_scores: np.ndarray | None  # the last good snapshot's scores on the same rows
     mean_predicted_rate: float  # debiased to the unsampled scale, over the day's full log
     observed_rate: float  # the day's unsampled click rate
     reference_snapshot: str | None = None
+    holdout_sources: tuple[int, ...] = ()  # traffic sources the held-out rows come from
+    holdout_whole_day: bool = False  # too few rows were left out: the whole day is compared
 
 
 @dataclass
@@ -43,24 +46,44 @@ class HealthVerdict:
         return "unhealthy: " + "; ".join(self.failures)
 
 
-def _finite_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    return auc(scores, labels) if np.isfinite(scores).all() else math.nan
+def _finite_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray | None) -> float:
+    return auc(scores, labels, weights) if np.isfinite(scores).all() else math.nan
 
 
-def holdout_rows(labels: np.ndarray, trained_rows: np.ndarray, min_per_class: int) -> tuple[np.ndarray, bool]:
-    """Mask of the day's rows the teacher did not train on, and whether it fell back to the whole day.
+@dataclass
+class Holdout:
+    """The day's rows the teacher did not train on that give an unbiased held-out AUC."""
 
-    A teacher that keeps every negative leaves only dropped positives out: a one-class held-out set
-    has no AUC, so with fewer than `min_per_class` positives or negatives the whole day is used (the
-    comparison then favours the new snapshot, which still exposes a broken one).
+    rows: np.ndarray  # bool mask over the day's rows
+    weights: np.ndarray | None  # per selected row: 1 / P(held out | label, source); None = unit weights
+    sources: tuple[int, ...]  # traffic sources represented (all of them on the whole-day fallback)
+    whole_day: bool
+
+
+def holdout_rows(labels: np.ndarray, sources: np.ndarray, trained_rows: np.ndarray, policy: SamplingPolicy,
+                 min_per_class: int) -> Holdout:
+    """Held-out rows and their weights, so that the held-out AUC estimates the AUC on the whole day.
+
+    The teacher's sampler keeps a row with a probability set by its label and traffic source, so the
+    rows it left out are a biased sample: with positives kept at different rates per source, the
+    held-out positives all come from a few sources and the AUC mostly measures source offsets. Only
+    sources where both classes can be left out are used, each row weighted by the inverse of its
+    probability of being left out (within one source that weighting changes nothing; across sources it
+    undoes the mix). With fewer than `min_per_class` held-out positives or negatives there (a teacher
+    keeping every negative leaves none out) the whole day is used: the comparison then favours the
+    new snapshot, which still exposes a broken one.
     """
     holdout = np.ones(labels.size, dtype=bool)
     holdout[trained_rows] = False
-    positives = int(labels[holdout].sum())
-    negatives = int(holdout.sum()) - positives
-    if min(positives, negatives) < min_per_class:
-        return np.ones(labels.size, dtype=bool), True
-    return holdout, False
+    n_sources = len(policy.positive_keep_by_source)
+    usable = tuple(s for s in range(n_sources) if policy.negative_keep < 1.0 and policy.p_x(s) < 1.0)
+    rows = holdout & np.isin(sources, usable)
+    positives = int(labels[rows].sum())
+    if min(positives, int(rows.sum()) - positives) < min_per_class:
+        return Holdout(np.ones(labels.size, dtype=bool), None, tuple(range(n_sources)), True)
+    positive_keep = np.asarray(policy.positive_keep_by_source)[sources[rows]]
+    keep = np.where(labels[rows] > 0.5, positive_keep, policy.negative_keep)
+    return Holdout(rows, 1.0 / (1.0 - keep), usable, False)
 
 
 def assess_teacher(inputs: HealthInputs, config: HealthConfig) -> HealthVerdict:
@@ -74,9 +97,13 @@ def assess_teacher(inputs: HealthInputs, config: HealthConfig) -> HealthVerdict:
         failures.append(f"{nonfinite:,} of {logits.size:,} recorded logits are NaN or infinite")
 
     positives = int(inputs.holdout_labels.sum())
-    metrics.update(holdout_rows=int(inputs.holdout_labels.size), holdout_positives=positives)
+    metrics.update(holdout_rows=int(inputs.holdout_labels.size), holdout_positives=positives,
+                   holdout_sources=", ".join(map(str, inputs.holdout_sources)),
+                   holdout_whole_day=inputs.holdout_whole_day)
+    if inputs.holdout_whole_day:
+        notes.append("too few rows left out of training: held-out AUC compared on the whole day")
     finite_scores = bool(np.isfinite(inputs.holdout_scores).all())
-    holdout_auc = auc(inputs.holdout_scores, inputs.holdout_labels) if finite_scores else math.nan
+    holdout_auc = _finite_auc(inputs.holdout_scores, inputs.holdout_labels, inputs.holdout_weights)
     metrics["holdout_auc"] = holdout_auc
     if not finite_scores:
         failures.append("held-out scores are not finite")
@@ -87,7 +114,7 @@ def assess_teacher(inputs: HealthInputs, config: HealthConfig) -> HealthVerdict:
     elif positives < config.min_holdout_positives:
         notes.append(f"held-out AUC comparison skipped: {positives} positives < {config.min_holdout_positives}")
     else:
-        reference_auc = _finite_auc(inputs.reference_holdout_scores, inputs.holdout_labels)
+        reference_auc = _finite_auc(inputs.reference_holdout_scores, inputs.holdout_labels, inputs.holdout_weights)
         drop = reference_auc - holdout_auc
         metrics.update(reference_holdout_auc=reference_auc, auc_drop=drop)
         if drop > config.max_auc_drop:

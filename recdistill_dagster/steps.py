@@ -335,10 +335,13 @@ def _teacher_health(config: PipelineConfig, store: ArtifactStore, vocab: Feature
         trained_ids.collect(), on="sample_id", how="semi"
     )["row"].to_numpy()
     labels = eval_frame["label"].to_numpy().astype(np.float64)
-    holdout, _ = holdout_rows(labels, trained, config.health.min_holdout_positives)
+    traffic_sources = eval_frame["traffic_source"].to_numpy()
+    held_out = holdout_rows(labels, traffic_sources, trained, config.sampling.teacher,
+                            config.health.min_holdout_positives)
+    holdout = held_out.rows
     seq_len, batch_size = config.teacher.arch.seq_len, config.eval.batch_size
     scores = predict_logits(model, eval_frame, history_len=seq_len, batch_size=batch_size, device=device)["logit"]
-    calibrated = _calibrated(scores, config.sampling.teacher, eval_frame["traffic_source"].to_numpy())
+    calibrated = _calibrated(scores, config.sampling.teacher, traffic_sources)
     reference_scores = None
     if chain.parent is not None:
         reference = build_teacher(config, vocab).to(device)
@@ -350,10 +353,13 @@ def _teacher_health(config: PipelineConfig, store: ArtifactStore, vocab: Feature
         recorded_logits=recorded,
         holdout_labels=labels[holdout],
         holdout_scores=scores[holdout],
+        holdout_weights=held_out.weights,
         reference_holdout_scores=reference_scores,
         mean_predicted_rate=float(np.mean(calibrated)) if calibrated.size else math.nan,
         observed_rate=float(labels.mean()) if labels.size else math.nan,
         reference_snapshot=chain.parent_snapshot,
+        holdout_sources=held_out.sources,
+        holdout_whole_day=held_out.whole_day,
     )
     return assess_teacher(inputs, config.health)
 

@@ -213,8 +213,9 @@ class TeacherConfig(StrictModel):
     # Logits are recorded in the training forward pass; in a multi-epoch batch phase this picks
     # which epoch's forward pass is recorded (one logit per trained sample either way). "first":
     # every logit is a prediction on a row the teacher had not trained on yet, like a streaming
-    # day's; "last" echoes labels the teacher has already fitted (measured on bench: AUC 0.83-0.84
-    # on the student's rows vs 0.79-0.80 for "first", the teacher's honest level).
+    # day's; "last" echoes labels the teacher has already fitted (seen once while tuning on bench:
+    # recorded-logit AUC 0.83-0.84 on the student's rows vs 0.79-0.80 for "first", the teacher's
+    # held-out level; not yet a benchmark cell, so not a reproduced number).
     record_epoch: Literal["first", "last"] = "first"
     seed: int = 101
 

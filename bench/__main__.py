@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.experiments import EXPERIMENTS, QUICK_OVERRIDES, selected
+from bench.experiments import EXPERIMENTS, QUICK_OVERRIDES, Experiment, selected
+from bench.pool import CellPool
 from bench.report import main_entry, write
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,9 +60,6 @@ def main(argv: list[str] | None = None) -> int:
     experiments = selected(only, quick)
     seeds = list(range(args.seeds))
 
-    from bench.aggregate import summarize_cell
-    from recdistill_dagster.config import deep_merge, load_config
-
     previous: dict[str, Any] = {}
     if (out / "transferability.json").exists():
         previous = json.loads((out / "transferability.json").read_text())
@@ -75,8 +73,23 @@ def main(argv: list[str] | None = None) -> int:
         "main": previous.get("main"),
         "experiments": dict(previous.get("experiments", {})),
     }
-    started = time.monotonic()
     pool = CellPool(state, jobs=max(1, args.jobs), log=_log)
+    try:
+        _run(pool, experiments, seeds, quick, args.boot, results, out)
+    except BaseException:
+        pool.close(cancel=True)
+        raise
+    pool.close()
+    _log(f"wrote {out / 'transferability.md'} and .json in {results['wall_seconds'] / 60:.1f} min")
+    return 0
+
+
+def _run(pool: CellPool, experiments: list[Experiment], seeds: list[int], quick: bool, boot: int | None,
+         results: dict[str, Any], out: Path) -> None:
+    from bench.aggregate import summarize_cell
+    from recdistill_dagster.config import deep_merge, load_config
+
+    started = time.monotonic()
     for experiment in experiments:
         profile_overrides = QUICK_OVERRIDES.get(experiment.profile, {}) if quick else {}
         for cell in experiment.cells:
@@ -92,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         for cell in experiment.cells:
             overrides = deep_merge(profile_overrides, cell.overrides)
             runs = [pool.result(experiment.profile, overrides, seed) for seed in seeds]
-            n_boot = args.boot or load_config(experiment.profile, overrides=overrides).eval.bootstrap_samples
+            n_boot = boot or load_config(experiment.profile, overrides=overrides).eval.bootstrap_samples
             summary = summarize_cell(runs, n_boot=n_boot)
             summary.update(name=cell.name, label=cell.title)
             cells.append(summary)
@@ -108,90 +121,6 @@ def main(argv: list[str] | None = None) -> int:
         results["wall_seconds"] = time.monotonic() - started
         results["not_run"] = [e.name for e in EXPERIMENTS if e.name not in results["experiments"]]
         write(results, out)
-    pool.close()
-    _log(f"wrote {out / 'transferability.md'} and .json in {(time.monotonic() - started) / 60:.1f} min")
-    return 0
-
-
-class CellPool:
-    """Runs every (cell, seed) once, `jobs` at a time in worker processes, providers first.
-
-    The default cell of a profile provides the sample streams (seed 0), and each seed's teacher and
-    baseline student, that the other cells link instead of re-training; so seed 0's default runs
-    first, then the other seeds' defaults, then everything else. Results are read in experiment
-    order as they complete. Identical configurations (the default recipe appears in several
-    experiments) run once.
-    """
-
-    def __init__(self, state: Path, jobs: int, log) -> None:
-        from bench.runner import cell_identity
-
-        self.state, self.jobs, self.log = state, jobs, log
-        self._identity = cell_identity
-        self.tasks: dict[str, tuple[tuple[Any, ...], int]] = {}  # fingerprint → (run_cell args, wave)
-        self.futures: dict[str, Any] = {}
-        self.executor: Any = None
-        self._keys: dict[tuple[str, str, int], str] = {}
-
-    def _key(self, profile: str, overrides: dict[str, Any], seed: int) -> str:
-        # Resolving a config reads the profile files: once per (profile, overrides, seed).
-        cache_key = (profile, json.dumps(overrides, sort_keys=True), seed)
-        if cache_key not in self._keys:
-            self._keys[cache_key] = self._identity(profile, overrides, seed)[2]
-        return self._keys[cache_key]
-
-    def submit(self, name: str, profile: str, overrides: dict[str, Any], seed: int, is_default: bool) -> None:
-        key = self._key(profile, overrides, seed)
-        wave = (0 if seed == 0 else 1) if is_default else 2
-        if key not in self.tasks or wave < self.tasks[key][1]:
-            self.tasks[key] = ((name, profile, overrides, seed), wave)
-
-    def start(self) -> None:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        from bench.runner import worker_init
-
-        if self.jobs > 1:
-            self.executor = ProcessPoolExecutor(max_workers=self.jobs, initializer=worker_init,
-                                                mp_context=multiprocessing.get_context("spawn"))
-        self._waves = sorted({wave for _, wave in self.tasks.values()})
-        self._submitted_wave = -1
-
-    def _submit_wave(self, wave: int) -> None:
-        from bench.runner import run_cell
-
-        for key, (args, task_wave) in self.tasks.items():
-            if task_wave != wave:
-                continue
-            name, profile, overrides, seed = args
-            if self.executor is None:
-                self.futures[key] = _Done(run_cell(self.state, name, profile, overrides, seed, log=self.log))
-            else:
-                self.futures[key] = self.executor.submit(run_cell, self.state, name, profile, overrides, seed)
-
-    def result(self, profile: str, overrides: dict[str, Any], seed: int):
-        key = self._key(profile, overrides, seed)
-        wave = self.tasks[key][1]
-        # A wave starts only after every earlier wave finished: its cells link what they produced.
-        while self._submitted_wave < wave:
-            self._submitted_wave += 1
-            for earlier in self.futures.values():
-                earlier.result()
-            self._submit_wave(self._submitted_wave)
-        return self.futures[key].result()
-
-    def close(self) -> None:
-        if self.executor is not None:
-            self.executor.shutdown()
-
-
-class _Done:
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def result(self) -> Any:
-        return self.value
 
 
 if __name__ == "__main__":

@@ -129,6 +129,13 @@ def log_line(message: str) -> None:
     print(message, flush=True)  # worker processes write to the same terminal or log file
 
 
+def _write_overrides(home: Path, merged: dict[str, Any]) -> str:
+    home.mkdir(parents=True, exist_ok=True)
+    overrides_file = home / "overrides.yaml"
+    overrides_file.write_text(json.dumps(merged, indent=1))  # JSON is YAML
+    return str(overrides_file)
+
+
 def run_cell(root: Path, name: str, profile: str, overrides: dict[str, Any], seed: int,
              log=log_line) -> CellRun:
     """Materialize one cell (all training partitions, in date order) unless it already ran."""
@@ -149,10 +156,9 @@ def run_cell(root: Path, name: str, profile: str, overrides: dict[str, Any], see
         if provider is not None and provider != home:
             _link_shared(home, provider, part)
             shared_from[part] = str(provider)
-    overrides_file = home / "overrides.yaml"
-    overrides_file.write_text(json.dumps(merged, indent=1))  # JSON is YAML
+    config_file = _write_overrides(home, merged)
     started = time.monotonic()
-    _materialize(home, profile, str(overrides_file), config, shared=set(shared_from), log=log)
+    _materialize(home, profile, config_file, config, shared=set(shared_from), log=log)
     seconds = time.monotonic() - started
     for part, key in keys.items():
         if part not in shared_from:
@@ -163,8 +169,26 @@ def run_cell(root: Path, name: str, profile: str, overrides: dict[str, Any], see
     return CellRun(name, seed, home, config, merged, shared_from, seconds)
 
 
+def run_streams(root: Path, profile: str, overrides: dict[str, Any], log=log_line) -> Path:
+    """Materialize only the sample streams of a data configuration, for every cell that links them.
+
+    Run as their own task so that cells of every seed can start as soon as the streams exist.
+    """
+    merged, config, _ = cell_identity(profile, overrides, 0)
+    key = share_keys(config)["data"]
+    registry = Registry(root)
+    existing = registry.get("data", key)
+    if existing is not None:
+        return existing
+    home = (root / "streams" / key).resolve()
+    log(f"  sample streams {profile} → streams/{key}")
+    _materialize(home, profile, _write_overrides(home, merged), config, shared=set(), log=log, streams_only=True)
+    registry.put("data", key, home)
+    return home
+
+
 def _materialize(home: Path, profile: str, config_file: str, config: PipelineConfig, shared: set[str],
-                 log) -> None:
+                 log, streams_only: bool = False) -> None:
     from dagster import AssetKey, DagsterInstance
 
     from recdistill_dagster.definitions import DAILY_TRAINING_JOB, SAMPLE_STREAMS_JOB, build_definitions
@@ -184,6 +208,8 @@ def _materialize(home: Path, profile: str, config_file: str, config: PipelineCon
             job = defs.resolve_job_def(SAMPLE_STREAMS_JOB)
             for day in calendar.data_days():
                 job.execute_in_process(partition_key=day.isoformat(), instance=instance, run_config=run_config)
+        if streams_only:
+            return
         job = defs.resolve_job_def(DAILY_TRAINING_JOB)
         skip = {spec.key for spec in defs.resolve_all_asset_specs()
                 if (spec.group_name == "teacher" and "teacher" in shared)}

@@ -29,7 +29,7 @@ class Task:
     kind: int
     order: int
     args: tuple[Any, ...]  # run_cell's (name, profile, overrides, seed) or run_streams' (profile, overrides)
-    needs: dict[str, str]  # part → share key
+    needs: dict[str, str]  # part → share key (a streams task "needs" the data it provides: it ranks first)
     deps: set[str] = field(default_factory=set)  # ids of the tasks providing what this one links
 
     @property
@@ -64,7 +64,7 @@ class CellPool:
         fingerprint, keys = self._identity(profile, overrides, seed)
         streams = f"streams:{keys['data']}"
         if streams not in self.tasks:
-            self.tasks[streams] = Task(STREAMS, len(self.tasks), (profile, overrides), {})
+            self.tasks[streams] = Task(STREAMS, len(self.tasks), (profile, overrides), {"data": keys["data"]})
         kind = DEFAULT_CELL if is_default else CELL
         task = self.tasks.get(fingerprint)
         if task is None:
@@ -73,7 +73,11 @@ class CellPool:
             task.kind = kind
 
     def _resolve(self) -> None:
-        """Pick each shared part's provider (the first task by rank that needs it) and the deps."""
+        """Pick each shared part's provider (the first task by rank that needs it) and the deps.
+
+        Streams tasks rank first, so they provide the data; each seed's default cell its teacher
+        and baseline.
+        """
         defaults = {t.needs["teacher"] for t in self.tasks.values() if t.kind == DEFAULT_CELL}
         for task in self.tasks.values():
             # A cell whose teacher no default cell provides trains one: the longest kind after defaults.
@@ -84,10 +88,7 @@ class CellPool:
             for part, key in task.needs.items():
                 providers.setdefault((part, key), task_id)
         for task_id, task in self.tasks.items():
-            if task.kind == STREAMS:
-                continue
-            task.deps = {f"streams:{task.needs['data']}"}
-            task.deps |= {providers[(p, k)] for p, k in task.needs.items() if p != "data"} - {task_id}
+            task.deps = {providers[part_key] for part_key in task.needs.items()} - {task_id}
 
     def start(self) -> None:
         import multiprocessing

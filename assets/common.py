@@ -1,4 +1,5 @@
-"""Small helpers shared by the asset definitions: partition keys, MLflow tags, progress, metadata."""
+"""Small helpers shared by the asset definitions: the graph's deps, stage contexts, ranges of days,
+MLflow tags, progress and metadata."""
 
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -10,6 +11,7 @@ from dagster import (
     AssetCheckEvaluation,
     AssetCheckResult,
     AssetCheckSeverity,
+    AssetDep,
     AssetExecutionContext,
     AssetKey,
     AssetMaterialization,
@@ -21,13 +23,13 @@ from dagster import (
 )
 
 from models.training import TrainStats
-from recdistill_dagster.partitions import parse_day
+from recdistill_dagster.graph import AssetGraph
+from recdistill_dagster.partitions import PARTITION_MAPPINGS, parse_day
 from recdistill_dagster.progress import emit
+from recdistill_dagster.stages.chain import Provenance
+from recdistill_dagster.stages.context import RunIdentity, StageContext
+from resources import ArtifactStoreResource, PipelineSettings, RecDataSource
 
-GROUP_DATA = "data"
-GROUP_TEACHER = "teacher"
-GROUP_STUDENT = "student"
-GROUP_EVALUATION = "evaluation"
 OWNERS = ["team:ml-platform"]
 
 
@@ -37,6 +39,37 @@ SINGLE_RUN = BackfillPolicy.single_run()
 # Every training asset claims this pool: with `granularity: run` in dagster.yaml, a scheduled run, a
 # backfill and a sensor's repair run never train at the same time, whoever launched them.
 TRAINING_POOL = "recdistill_training"
+
+
+def asset_key(key: str) -> AssetKey:
+    """A key of the asset graph (`ranker/student_checkpoint`) as Dagster's AssetKey."""
+    return AssetKey.from_user_string(key)
+
+
+def asset_deps(graph: AssetGraph, key: str) -> list[AssetDep]:
+    """The node's declared upstream edges, with their partition mappings: the graph decides, not the asset."""
+    return [AssetDep(asset_key(edge.upstream), partition_mapping=PARTITION_MAPPINGS[edge.mapping])
+            for edge in graph.node(key).upstream if edge.declared]
+
+
+def stage_context(context: AssetExecutionContext, settings: PipelineSettings, store: ArtifactStoreResource,
+                  data_source: RecDataSource, tracking_run_id: str | None = None,
+                  progress_label: str | None = None) -> StageContext:
+    """The stage functions' one argument, for this run (and this MLflow run, when there is one)."""
+    return StageContext(
+        config=settings.config(), store=store.open(), source=data_source.source(),
+        identity=RunIdentity(context.run.run_id, tracking_run_id),
+        progress=progress_logger(context, progress_label) if progress_label else None,
+    )
+
+
+def provenance_metadata(provenance: Provenance) -> dict[str, Any]:
+    """What the rollback planner and the lineage audit read back from every training materialization."""
+    return {
+        "version": provenance.version,
+        "inputs": MetadataValue.json(provenance.inputs),
+        "teacher_snapshots": MetadataValue.json(provenance.teacher_snapshots),
+    }
 
 
 def partition_days(context: AssetExecutionContext) -> list[date]:
@@ -88,7 +121,7 @@ class RangeMaterializer:
 
     def _check_evaluation(self, outcome: PartitionOutcome, check: CheckOutcome) -> AssetCheckEvaluation:
         return AssetCheckEvaluation(
-            asset_key=AssetKey(outcome.asset_key), check_name=check.check_name, passed=check.passed,
+            asset_key=asset_key(outcome.asset_key), check_name=check.check_name, passed=check.passed,
             severity=AssetCheckSeverity.ERROR if check.blocking else AssetCheckSeverity.WARN,
             description=check.description, metadata=check.metadata, partition=outcome.day.isoformat(),
         )
@@ -96,7 +129,7 @@ class RangeMaterializer:
     def stop(self, reason: BaseException) -> Iterator[AssetMaterialization | AssetCheckEvaluation]:
         """Yield the finished days' events, then fail the step (a generator: yielded events are kept)."""
         for outcome in self.outcomes:
-            yield AssetMaterialization(asset_key=outcome.asset_key, partition=outcome.day.isoformat(),
+            yield AssetMaterialization(asset_key=asset_key(outcome.asset_key), partition=outcome.day.isoformat(),
                                        metadata=outcome.metadata)
             for check in outcome.checks:
                 yield self._check_evaluation(outcome, check)
@@ -120,12 +153,12 @@ class RangeMaterializer:
                     for c in outcome.checks
                 ]
                 yield MaterializeResult(
-                    asset_key=key, metadata=outcome.metadata, check_results=check_results,
+                    asset_key=asset_key(key), metadata=outcome.metadata, check_results=check_results,
                     data_version=DataVersion(outcome.data_version) if outcome.data_version else None,
                 )
                 continue
             for outcome in outcomes:
-                self.context.add_asset_metadata(outcome.metadata, asset_key=key,
+                self.context.add_asset_metadata(outcome.metadata, asset_key=asset_key(key),
                                                 partition_key=outcome.day.isoformat())
                 for check in outcome.checks:  # partition-scoped evaluations for every day of the range
                     yield self._check_evaluation(outcome, check)
@@ -136,7 +169,7 @@ class RangeMaterializer:
                 check_results.append(AssetCheckResult(
                     check_name=name, passed=not failed, severity=AssetCheckSeverity.WARN, description=description,
                 ))
-            yield MaterializeResult(asset_key=key, check_results=check_results)
+            yield MaterializeResult(asset_key=asset_key(key), check_results=check_results)
 
 
 def run_days(context: AssetExecutionContext, materializer: RangeMaterializer,

@@ -1,16 +1,11 @@
 """Materialization metadata that reads well in the Dagster UI: rounded numbers, intervals, tables."""
 
-from typing import Any
+from collections.abc import Sequence
 
 from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
 
-# Report key prefix → the model's name for people (the report's per-model AUC and LogLoss keys).
-REPORT_MODELS = {
-    "teacher": "teacher",
-    "student_raw": "baseline student (P_S_raw)",
-    "student_distill": "distilled student, main tower",
-    "student_aux": "distilled student, aux tower",
-}
+from recdistill_dagster.report.models import BAYES, REPORT_MODELS
+from recdistill_dagster.report.schema import TransferabilityReport
 
 
 def number(value: float | None, digits: int = 4) -> MetadataValue | None:
@@ -18,31 +13,31 @@ def number(value: float | None, digits: int = 4) -> MetadataValue | None:
     return MetadataValue.float(round(float(value), digits)) if value is not None else None
 
 
-def interval(ci: list[float] | tuple[float, float] | None, digits: int = 4) -> MetadataValue | None:
+def interval(ci: Sequence[float] | None, digits: int = 4) -> MetadataValue | None:
     return MetadataValue.json([round(float(x), digits) for x in ci]) if ci is not None else None
 
 
-def _rounded(value: Any, digits: int = 4) -> float | None:
+def _rounded(value: float | None, digits: int = 4) -> float | None:
     return round(float(value), digits) if value is not None else None
 
 
-def models_table(report: dict[str, Any]) -> MetadataValue:
+def models_table(report: TransferabilityReport) -> MetadataValue:
     """One row per model: AUC on the day, AUC cumulated, LogLoss and mean prediction on the day."""
-    cumulative = report["cumulative"]
+    day, cumulative = report.daily, report.cumulative
     records = [
         TableRecord({
-            "model": label,
-            "AUC (day)": _rounded(report.get(f"{key}_auc")),
-            "AUC (cumulated)": _rounded(cumulative.get(f"{key}_auc")),
-            "LogLoss (day)": _rounded((report.get("logloss") or {}).get(key)),
-            "mean predicted (day)": _rounded((report.get("mean_predicted") or {}).get(key)),
+            "model": model.label,
+            "AUC (day)": _rounded(day.auc.get(model.key)),
+            "AUC (cumulated)": _rounded(cumulative.auc.get(model.key)),
+            "LogLoss (day)": _rounded(day.logloss.get(model.key)),
+            "mean predicted (day)": _rounded(day.mean_predicted.get(model.key)),
         })
-        for key, label in REPORT_MODELS.items()
+        for model in REPORT_MODELS
     ]
     records.append(TableRecord({
-        "model": "Bayes limit (p_true)", "AUC (day)": _rounded(report.get("bayes_auc")),
-        "AUC (cumulated)": _rounded(cumulative.get("bayes_auc")), "LogLoss (day)": None,
-        "mean predicted (day)": _rounded(report.get("mean_p_true")),
+        "model": BAYES.label, "AUC (day)": _rounded(day.auc.get(BAYES.key)),
+        "AUC (cumulated)": _rounded(cumulative.auc.get(BAYES.key)), "LogLoss (day)": None,
+        "mean predicted (day)": _rounded(day.mean_p_true),
     }))
     columns = [TableColumn("model", "string")] + [
         TableColumn(name, "float") for name in ("AUC (day)", "AUC (cumulated)", "LogLoss (day)", "mean predicted (day)")

@@ -1,78 +1,62 @@
-"""Teacher training: checkpoint and the logits recorded in the same training forward pass."""
+"""Teacher training: checkpoint and the logits recorded in the same training forward pass (built once,
+read by every student)."""
 
 from datetime import date
+from typing import Any
 
-from dagster import (
-    AssetCheckSpec,
-    AssetDep,
-    AssetExecutionContext,
-    AssetSpec,
-    MetadataValue,
-    multi_asset,
-)
+from dagster import AssetCheckSpec, AssetExecutionContext, AssetSpec, MetadataValue, multi_asset
 
 from assets.common import (
-    GROUP_TEACHER,
     OWNERS,
     SINGLE_RUN,
     TRAINING_POOL,
     CheckOutcome,
     PartitionOutcome,
     RangeMaterializer,
+    asset_deps,
+    asset_key,
     markdown_table,
     mlflow_tags,
-    progress_logger,
+    provenance_metadata,
     run_days,
+    stage_context,
     train_stats_metadata,
     train_stats_metrics,
 )
 from recdistill_dagster.code_versions import code_version
-from recdistill_dagster.config import PipelineConfig
-from recdistill_dagster.partitions import PREVIOUS_DAY, SAME_DAY, PipelinePartitions
-from recdistill_dagster.reporting import fmt
-from recdistill_dagster.steps import RunIdentity, snapshot_id, train_teacher_partition
-from resources import ArtifactStore, MlflowTracking, PipelineSettings, RecDataSource
+from recdistill_dagster.graph import GROUP_TEACHER, TEACHER_CHECKPOINT, TEACHER_HEALTH_CHECK, TEACHER_LOGITS, AssetGraph
+from recdistill_dagster.partitions import PipelinePartitions
+from recdistill_dagster.report.text import fmt
+from recdistill_dagster.stages.chain import snapshot_id
+from recdistill_dagster.stages.context import RunIdentity
+from recdistill_dagster.stages.teacher import TEACHER, TeacherResult, train_teacher_partition
+from resources import ArtifactStoreResource, MlflowTracking, PipelineSettings, RecDataSource
 
-TEACHER_DEPS = [
-    AssetDep("teacher_samples", partition_mapping=SAME_DAY),
-    AssetDep("teacher_checkpoint", partition_mapping=PREVIOUS_DAY),
-]
-# The logits are an output of the same step as the checkpoint (the step reads the previous day's
-# checkpoint once, for both). Declaring that previous-day edge on the logits too made the two keys
-# of this non-subsettable multi-asset get different targets in every asset backfill launched from
-# the UI, which Dagster refuses ("Targeted subset must match between every key in a non-subsettable
-# multi-asset"); a same-day edge is impossible (one partition mapping per upstream key and op).
-LOGITS_DEPS = [AssetDep("teacher_samples", partition_mapping=SAME_DAY)]
+STAGE = "recdistill_dagster.stages.teacher"
 
 
-def build_teacher_assets(partitions: PipelinePartitions) -> list:
+def build_teacher_assets(graph: AssetGraph, partitions: PipelinePartitions) -> list[Any]:
     specs = [
         AssetSpec(
-            "teacher_checkpoint",
+            asset_key(TEACHER_CHECKPOINT),
             description=(
-                "The large teacher (token-mixing backbone + long-sequence encoder). The first partition is "
-                "the batch phase over the historical window; every later day continues from the previous "
-                "day's snapshot. Each materialization is a new teacher snapshot id."
+                "The large teacher (token-mixing backbone + long-sequence encoder). The first partition is the batch "
+                "phase over the historical window; every later day continues from the previous day's snapshot. Each "
+                "materialization is a new teacher snapshot id."
             ),
-            group_name=GROUP_TEACHER,
-            kinds={"torch", "mlflow"},
-            owners=OWNERS,
-            tags={"recdistill/artifact": "checkpoint"},
-            code_version=code_version("teacher"),
-            deps=TEACHER_DEPS,
+            group_name=GROUP_TEACHER, kinds={"torch", "mlflow"}, owners=OWNERS,
+            tags={"recdistill/artifact": "checkpoint"}, code_version=code_version(STAGE),
+            deps=asset_deps(graph, TEACHER_CHECKPOINT),
         ),
         AssetSpec(
-            "teacher_logits",
+            asset_key(TEACHER_LOGITS),
             description=(
-                "Raw teacher logits recorded in the teacher's own training forward pass (one per trained "
-                "sample, with snapshot id and step); never a second scoring pass over training data."
+                "Raw teacher logits recorded in the teacher's own training forward pass (one per trained sample, with "
+                "snapshot id and step); never a second scoring pass over training data. Every student reads them."
             ),
-            group_name=GROUP_TEACHER,
-            kinds={"polars", "parquet"},
-            owners=OWNERS,
-            tags={"recdistill/artifact": "teacher-signal"},
-            code_version=code_version("teacher"),
-            deps=LOGITS_DEPS,
+            group_name=GROUP_TEACHER, kinds={"polars", "parquet"}, owners=OWNERS,
+            tags={"recdistill/artifact": "teacher-signal"}, code_version=code_version(STAGE),
+            deps=asset_deps(graph, TEACHER_LOGITS),
         ),
     ]
 
@@ -80,12 +64,12 @@ def build_teacher_assets(partitions: PipelinePartitions) -> list:
         name="teacher_training",
         specs=specs,
         check_specs=[AssetCheckSpec(
-            "teacher_health", asset="teacher_checkpoint", blocking=True,
+            TEACHER_HEALTH_CHECK, asset=asset_key(TEACHER_CHECKPOINT), blocking=True,
             description=(
-                "Is this teacher snapshot fit to teach? Fails on NaN/inf logits, a held-out AUC drop against "
-                "the last good snapshot beyond health.max_auc_drop, calibration drift of the debiased "
-                "prediction, or a shifted logit distribution. A failure stops the day's student side; the "
-                "rollback sensor then retrains from the last good snapshot."
+                "Is this teacher snapshot fit to teach? Fails on NaN/inf logits, a held-out AUC drop against the last "
+                "good snapshot beyond health.max_auc_drop, calibration drift of the debiased prediction, or a shifted "
+                "logit distribution. A failure stops the day's student side; the rollback sensor then retrains from "
+                "the last good snapshot."
             ),
         )],
         partitions_def=partitions.training,
@@ -93,51 +77,44 @@ def build_teacher_assets(partitions: PipelinePartitions) -> list:
         pool=TRAINING_POOL,
         description="Train the teacher on one partition (or a range, in date order), recording logits as it trains.",
     )
-    def teacher_training(
-        context: AssetExecutionContext,
-        settings: PipelineSettings,
-        store: ArtifactStore,
-        tracking: MlflowTracking,
-        data_source: RecDataSource,
-    ):
-        config = settings.config()
-        materializer = RangeMaterializer(context, ["teacher_checkpoint", "teacher_logits"],
-                                         {"teacher_checkpoint": ["teacher_health"]})
+    def teacher_training(context: AssetExecutionContext, settings: PipelineSettings, store: ArtifactStoreResource,
+                         tracking: MlflowTracking, data_source: RecDataSource) -> Any:
+        materializer = RangeMaterializer(context, [TEACHER_CHECKPOINT, TEACHER_LOGITS],
+                                         {TEACHER_CHECKPOINT: [TEACHER_HEALTH_CHECK]})
 
         def train_day(day: date) -> list[PartitionOutcome]:
-            return _train_teacher_day(context, config, store, tracking, data_source, day)
+            snapshot = snapshot_id(TEACHER.role, day, RunIdentity(context.run.run_id))
+            with tracking.start_run(
+                run_name=f"teacher {day}", tags=mlflow_tags(context, "teacher", {"teacher_snapshot": snapshot}, day)
+            ) as run:
+                ctx = stage_context(context, settings, store, data_source, run.run_id, f"teacher {day}")
+                config = ctx.config
+                run.log_params({"role": "teacher", "partition": day.isoformat(), "profile": config.profile,
+                                "teacher": config.teacher.model_dump(mode="json"),
+                                "sampling": config.sampling.teacher.model_dump(mode="json"),
+                                "data": config.data.model_dump(mode="json")})
+                result = train_teacher_partition(ctx, day)
+                run.log_step_history(result.stats.history)
+                run.log_metrics({**train_stats_metrics(result.stats), "logit_mean": result.logit_mean,
+                                 "logit_std": result.logit_std, "n_parameters": result.n_parameters,
+                                 **{f"health_{k}": v for k, v in result.health.metrics.items()
+                                    if isinstance(v, int | float) and v == v}})
+                run.client.set_tag(run.run_id, "teacher_health", "passed" if result.health.passed else "failed")
+                run.log_json("checkpoint_meta.json", result.meta)
+            if not result.health.passed:
+                context.log.error(f"teacher {day}: snapshot {result.snapshot_id} is {result.health.description}")
+            return _outcomes(context, result, config.teacher.record_epoch, run.run_id)
 
         yield from run_days(context, materializer, train_day)
 
     return [teacher_training]
 
 
-def _train_teacher_day(context: AssetExecutionContext, config: PipelineConfig, store: ArtifactStore,
-                       tracking: MlflowTracking, data_source: RecDataSource, day: date) -> list[PartitionOutcome]:
-    snapshot = snapshot_id("teacher", day, context.run.run_id)
-    with tracking.start_run(
-        run_name=f"teacher {day}", tags=mlflow_tags(context, "teacher", {"teacher_snapshot": snapshot}, day)
-    ) as run:
-        run.log_params({"role": "teacher", "partition": day.isoformat(), "profile": config.profile,
-                        "teacher": config.teacher.model_dump(mode="json"),
-                        "sampling": config.sampling.teacher.model_dump(mode="json"),
-                        "data": config.data.model_dump(mode="json")})
-        result = train_teacher_partition(
-            config, store, data_source.source().vocab(), day,
-            RunIdentity(context.run.run_id, run.run_id),
-            progress=progress_logger(context, f"teacher {day}"),
-        )
-        run.log_step_history(result.stats.history)
-        run.log_metrics({**train_stats_metrics(result.stats), "logit_mean": result.logit_mean,
-                         "logit_std": result.logit_std, "n_parameters": result.n_parameters,
-                         **{f"health_{k}": v for k, v in result.health.metrics.items()
-                            if isinstance(v, int | float) and v == v}})
-        run.client.set_tag(run.run_id, "teacher_health", "passed" if result.health.passed else "failed")
-        run.log_json("checkpoint_meta.json", result.meta)
-    health = result.health
-    if not health.passed:
-        context.log.error(f"teacher {day}: snapshot {result.snapshot_id} is {health.description}")
+def _outcomes(context: AssetExecutionContext, result: TeacherResult, record_epoch: str,
+              mlflow_run_id: str) -> list[PartitionOutcome]:
+    day, health = result.partition, result.health
     lineage = {
+        **provenance_metadata(result.provenance),
         "teacher_snapshot": result.snapshot_id,
         "parent_snapshot": result.parent_snapshot or "none (batch phase)",
         "rolled_back_over": MetadataValue.json(result.rolled_back_over),
@@ -145,7 +122,7 @@ def _train_teacher_day(context: AssetExecutionContext, config: PipelineConfig, s
         "phase": result.phase,
         "trained_days": ", ".join(d.isoformat() for d in result.days),
         "dagster_run_id": context.run.run_id,
-        "mlflow_run_id": run.run_id,
+        "mlflow_run_id": mlflow_run_id,
     }
     rows = [
         ("snapshot", f"`{result.snapshot_id}` (attempt {result.attempt})"),
@@ -163,7 +140,7 @@ def _train_teacher_day(context: AssetExecutionContext, config: PipelineConfig, s
         rows.append(("injected fault", result.fault))
     health_metadata = {k: v for k, v in health.metrics.items() if v is not None}
     checkpoint = PartitionOutcome(
-        asset_key="teacher_checkpoint",
+        asset_key=TEACHER_CHECKPOINT,
         day=day,
         data_version=result.snapshot_id,
         metadata={
@@ -177,12 +154,12 @@ def _train_teacher_day(context: AssetExecutionContext, config: PipelineConfig, s
             "path": MetadataValue.path(result.checkpoint_url),
             "summary": MetadataValue.md(markdown_table(rows, header=(f"teacher {day}", ""))),
         },
-        checks=[CheckOutcome("teacher_health", health.passed, blocking=not health.passed,
+        checks=[CheckOutcome(TEACHER_HEALTH_CHECK, health.passed, blocking=not health.passed,
                              description=health.description,
                              metadata={**health_metadata, "teacher_snapshot": result.snapshot_id})],
     )
     logits = PartitionOutcome(
-        asset_key="teacher_logits",
+        asset_key=TEACHER_LOGITS,
         day=day,
         data_version=result.snapshot_id,
         metadata={
@@ -190,16 +167,14 @@ def _train_teacher_day(context: AssetExecutionContext, config: PipelineConfig, s
             "dagster/row_count": result.n_logits,
             "logit_mean": MetadataValue.float(result.logit_mean),
             "logit_std": MetadataValue.float(result.logit_std),
-            "record_epoch": config.teacher.record_epoch,
+            "record_epoch": record_epoch,
             "files": MetadataValue.json(result.logit_urls),
-            "summary": MetadataValue.md(
-                markdown_table(
-                    [("logits", f"{result.n_logits:,}"), ("snapshot", f"`{result.snapshot_id}`"),
-                     ("mean ± std", f"{result.logit_mean:.3f} ± {result.logit_std:.3f}")]
-                    + [(f"file {d}", url) for d, url in result.logit_urls.items()],
-                    header=(f"teacher_logits {day}", ""),
-                )
-            ),
+            "summary": MetadataValue.md(markdown_table(
+                [("logits", f"{result.n_logits:,}"), ("snapshot", f"`{result.snapshot_id}`"),
+                 ("mean ± std", f"{result.logit_mean:.3f} ± {result.logit_std:.3f}")]
+                + [(f"file {d}", url) for d, url in result.logit_urls.items()],
+                header=(f"teacher_logits {day}", ""),
+            )),
         },
     )
     return [checkpoint, logits]

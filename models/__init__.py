@@ -10,7 +10,8 @@ history tokens, T = mixer tokens, D = token width.
     student     StudentModel (decoupled towers), StudentMainTower (the served part)
     debias      sampling-aware corrections and the teacher-target modes
     losses      task / distillation losses and the tower variants
-    training    train_teacher (records logits), train_student, predict_logits
+    training    train_teacher (records logits), train_student
+    inference   predict_logits (eval-mode scores in row order)
     metrics     AUC, LogLoss, paired bootstrap of η
     checkpoint  checkpoints as bytes
 """

@@ -23,9 +23,10 @@ spaces (teacher stream → student stream), which the "exact" teacher-target mod
 Sampling parameters come per row as (B, 4) tensors in SAMPLING_COLUMNS order (r_s, r_pos, p_x, b_s).
 """
 
+import numpy as np
 import torch
 
-from recdistill_dagster.config import TeacherTarget
+from recdistill_dagster.config import SamplingPolicy, TeacherTarget
 from recdistill_dagster.data.schema import SAMPLING_COLUMNS
 
 R_S, R_POS, P_X, B_S = (SAMPLING_COLUMNS.index(c) for c in ("r_s", "r_pos", "p_x", "b_s"))
@@ -66,6 +67,14 @@ def exact_calibrated_logit(z: torch.Tensor, r_s: torch.Tensor | float,
                            p_x: torch.Tensor | float) -> torch.Tensor:
     """The exact inverse of sampling (keep negatives w.p. 1/r_s, positives w.p. p_x): z − log(r_s·p_x)."""
     return z - torch.log(torch.as_tensor(r_s, dtype=z.dtype, device=z.device) * p_x)
+
+
+def calibrated_probability(logits: np.ndarray, policy: SamplingPolicy, traffic_source: np.ndarray) -> np.ndarray:
+    """A model's raw logits (N,) in `policy`'s sampling space → probabilities (N,) on the unsampled scale."""
+    p_x = np.asarray(policy.positive_keep_by_source, dtype=np.float64)[traffic_source]
+    z = exact_calibrated_logit(torch.as_tensor(logits, dtype=torch.float64),
+                               torch.full((len(logits),), policy.r_s, dtype=torch.float64), torch.as_tensor(p_x))
+    return torch.sigmoid(z).numpy()
 
 
 def reproject_logit(z: torch.Tensor, from_r_s: torch.Tensor, from_p_x: torch.Tensor, to_r_s: torch.Tensor,

@@ -245,3 +245,48 @@ def pooled_seed_gains(
         eta=est.eta, eta_ci=est.eta_ci, significant=est.significant, reason=est.reason, per_seed=per_seed,
         n_boot=n_boot, level=level,
     )
+
+
+def replicate_aucs(labels: np.ndarray, scores: dict[str, np.ndarray], *, n_boot: int,
+                   seed: int) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Each model's AUC on the rows (point) and under `n_boot` Poisson(1) row re-weightings (n_boot,).
+
+    Replicate i applies the same row weights to every model, so gains taken replicate by replicate are
+    paired. Replicates of independent row sets (different days) combine index by index: the mean of
+    day replicates i is a replicate of the mean of the days' AUCs (the within-day aggregate).
+    """
+    ranked = {name: RankedScores(values, labels) for name, values in scores.items()}
+    point = {name: r.auc() for name, r in ranked.items()}
+    replicates = {name: np.empty(n_boot) for name in ranked}
+    rng = np.random.default_rng(seed)
+    for i in range(n_boot):
+        weights = poisson1_weights(rng, np.asarray(labels).size)
+        for name, r in ranked.items():
+            replicates[name][i] = r.auc(weights)
+    return point, replicates
+
+
+@dataclass
+class GainEstimate:
+    """Teacher gain, distillation gain and η from point AUCs and their paired replicates."""
+
+    teacher_gain: float
+    teacher_gain_ci: tuple[float, float]
+    distill_gain: float
+    distill_gain_ci: tuple[float, float]
+    eta: float | None  # None when the teacher gain's interval is not above zero
+    eta_ci: tuple[float, float] | None
+    significant: bool
+    reason: str | None  # why η is not measurable
+
+
+def gains_from_replicates(point: dict[str, float], replicates: dict[str, np.ndarray], *, teacher: str,
+                          student_raw: str, student_distill: str, level: float) -> GainEstimate:
+    """Gains = AUC differences against `student_raw`, with percentile intervals over the replicates."""
+    teacher_gain = point[teacher] - point[student_raw]
+    distill_gain = point[student_distill] - point[student_raw]
+    est = _gain_intervals(teacher_gain, distill_gain, replicates[teacher] - replicates[student_raw],
+                          replicates[student_distill] - replicates[student_raw], level)
+    return GainEstimate(teacher_gain=float(teacher_gain), teacher_gain_ci=est.teacher_gain_ci,
+                        distill_gain=float(distill_gain), distill_gain_ci=est.distill_gain_ci, eta=est.eta,
+                        eta_ci=est.eta_ci, significant=est.significant, reason=est.reason)

@@ -21,7 +21,6 @@ from models.layers import (
     CANDIDATE_IDS,
     MLP,
     N_DENSE,
-    N_SPARSE,
     TRAFFIC_SOURCE,
     USER,
     FeatureEmbedding,
@@ -32,7 +31,7 @@ from models.layers import (
     masked_mean,
 )
 from recdistill_dagster.config import SamplingPolicy, StudentArch
-from recdistill_dagster.data.schema import FeatureVocab
+from recdistill_dagster.data.schema import SPARSE_FEATURES, FeatureVocab
 
 
 @dataclass
@@ -51,11 +50,12 @@ class _StudentTrunk(nn.Module):
     embedding: FeatureEmbedding
     dense: nn.Linear
     target_attention: TargetAttention
-    match: HistoryMatch
-    match_projection: nn.Linear
+    match: HistoryMatch | None
+    match_projection: nn.Linear | None
     backbone: MLP
     seq_len: int
     attention_len: int
+    read_features: torch.Tensor  # (S',) int64 indices into SPARSE_FEATURES: the families the backbone reads
 
     def represent(self, sparse: torch.Tensor, dense: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         # sparse (B, S) int64, dense (B, N_DENSE), history (B, ≥seq_len) int → (B, H)
@@ -66,12 +66,13 @@ class _StudentTrunk(nn.Module):
         sequence, mask = self.embedding.history(history[:, -self.attention_len :])  # (B, a, E), (B, a)
         attended = self.target_attention(candidate, sequence, mask)  # (B, E)
         mean = masked_mean(sequence, mask)  # (B, E)
-        history_category, history_creator = self.embedding.side_info(history)  # (B, L) each
-        match = self.match(sparse[:, CANDIDATE_IDS], history, history_category, history_creator)  # (B, 4·W)
-        return self.backbone(
-            torch.cat([embedded.flatten(1), self.dense(dense), self.match_projection(match), attended,
-                       candidate * attended, mean, candidate * mean, embedded[:, USER] * candidate], dim=1)
-        )
+        parts = [embedded.index_select(1, self.read_features).flatten(1), self.dense(dense)]  # (B, S'·E), (B, E)
+        if self.match is not None and self.match_projection is not None:
+            history_category, history_creator = self.embedding.side_info(history)  # (B, L) each
+            match = self.match(sparse[:, CANDIDATE_IDS], history, history_category, history_creator)  # (B, 4·W)
+            parts.append(self.match_projection(match))  # (B, E)
+        parts += [attended, candidate * attended, mean, candidate * mean, embedded[:, USER] * candidate]
+        return self.backbone(torch.cat(parts, dim=1))
 
 
 class StudentModel(_StudentTrunk):
@@ -84,11 +85,14 @@ class StudentModel(_StudentTrunk):
         self.embedding = FeatureEmbedding(vocab, e)
         self.dense = nn.Linear(N_DENSE, e)
         self.target_attention = TargetAttention(e)
-        self.match = HistoryMatch(history_windows(arch.seq_len))
-        self.match_projection = nn.Linear(self.match.n_features, e)
-        # sparse (S), dense, history match statistics, attended history, candidate ⊙ attended, mean
-        # history, candidate ⊙ mean, user ⊙ candidate (a user's lasting taste for this item).
-        self.backbone = MLP((N_SPARSE + 2 + 5) * e, arch.backbone_hidden)
+        self.match = HistoryMatch(history_windows(arch.seq_len)) if arch.history_counters else None
+        self.match_projection = nn.Linear(self.match.n_features, e) if self.match is not None else None
+        read = arch.read_sparse_features
+        self.register_buffer("read_features", torch.tensor([SPARSE_FEATURES.index(f) for f in read]))
+        # read sparse (S'), dense, history match statistics (if on), attended history, candidate ⊙ attended,
+        # mean history, candidate ⊙ mean, user ⊙ candidate (a user's lasting taste for this item).
+        n_inputs = len(read) + 1 + (1 if self.match is not None else 0) + 5
+        self.backbone = MLP(n_inputs * e, arch.backbone_hidden)
         self.main_tower = MLP(self.backbone.out_dim, (arch.tower_hidden,), 1)
         # Identical inputs and shape; exists only in decoupled modes and is never served.
         self.aux_tower = MLP(self.backbone.out_dim, (arch.tower_hidden,), 1) if self.decoupled else None
@@ -129,6 +133,7 @@ class StudentMainTower(_StudentTrunk):
         self.target_attention = student.target_attention
         self.match = student.match
         self.match_projection = student.match_projection
+        self.register_buffer("read_features", student.read_features)
         self.backbone = student.backbone
         self.main_tower = student.main_tower
         self.seq_len = student.seq_len

@@ -2,8 +2,8 @@
 
     python -m recdistill_dagster run --profile demo
     python -m recdistill_dagster summary --profile demo
-    python -m recdistill_dagster lineage student_checkpoint 2026-01-10 [--json]
-    python -m recdistill_dagster lineage student_checkpoint 2026-01-10 --graphql-url http://127.0.0.1:3000/graphql
+    python -m recdistill_dagster lineage ranker/student_checkpoint 2026-01-10 [--json]
+    python -m recdistill_dagster lineage prerank/student_checkpoint 2026-01-10 --graphql-url http://127.0.0.1:3000/graphql
     python -m recdistill_dagster backfill 2026-01-07 2026-01-12
 
 Runs go through Dagster (`execute_in_process` on the instance under DAGSTER_HOME), so every
@@ -20,40 +20,17 @@ from typing import Any
 
 from recdistill_dagster.config import ConfigError, PipelineConfig, load_config
 from recdistill_dagster.home import active_profile, ensure_dagster_home, mlflow_tracking_uri, state_home
-from recdistill_dagster.reporting import fmt, fmt_ci
 
 
-def summary_table(reports: list[dict[str, Any]]) -> str:
-    header = (f"{'day':<10}  {'teacher':>7}  {'raw':>7}  {'distill':>7}  {'aux':>7}  {'bayes':>7}  "
-              f"{'T gain':>7}  {'eta':>6}  {'eta 95% CI':<14}  {'cum eta':>7}  {'cum CI':<14}")
-    lines = [header, "-" * len(header)]
-    for r in reports:
-        c = r["cumulative"]
-        lines.append(
-            f"{r['day']:<10}  {fmt(r['teacher_auc']):>7}  {fmt(r['student_raw_auc']):>7}  "
-            f"{fmt(r['student_distill_auc']):>7}  {fmt(r['student_aux_auc']):>7}  {fmt(r['bayes_auc']):>7}  "
-            f"{fmt(r['teacher_gain']):>7}  {fmt(r['eta'], 2):>6}  {fmt_ci(r['eta_ci'], 2):<14}  "
-            f"{fmt(c['eta'], 2):>7}  {fmt_ci(c['eta_ci'], 2):<14}"
-        )
-    if reports:
-        last = reports[-1]["cumulative"]
-        lines.append("")
-        lines.append(
-            f"cumulative over {len(last['days'])} report day(s), {last['n_eval']:,} evaluation rows: "
-            f"teacher gain {fmt(last['teacher_gain'])} {fmt_ci(last['teacher_gain_ci'])}, "
-            f"distillation gain {fmt(last['distill_gain'])} {fmt_ci(last['distill_gain_ci'])}, "
-            f"eta {fmt(last['eta'], 3)} {fmt_ci(last['eta_ci'], 3)}"
-            + (f" ({last['eta_note']})" if last.get("eta_note") else "")
-        )
-    return "\n".join(lines)
-
-
-def _load_reports(config: PipelineConfig, home: Path) -> list[dict[str, Any]]:
+def summaries(config: PipelineConfig, home: Path) -> str:
+    """Every student's transferability table from its stored reports."""
     from recdistill_dagster.home import store_url
-    from recdistill_dagster.steps import report_history
-    from resources import ArtifactStore
+    from recdistill_dagster.report.history import report_history
+    from recdistill_dagster.report.text import summary_table
+    from recdistill_dagster.storage import ArtifactStore
 
-    return report_history(config, ArtifactStore(base_url=store_url(home)), config.calendar.last_training_day)
+    store = ArtifactStore(store_url(home))
+    return "\n\n".join(summary_table(report_history(config, store, s.name)) for s in config.active_students)
 
 
 def run_pipeline(profile: str, config_file: str | None, until: date | None = None, verbose: bool = False) -> int:
@@ -103,11 +80,11 @@ def run_pipeline(profile: str, config_file: str | None, until: date | None = Non
     terminal.close()
     wall = time.monotonic() - started
     print()
-    print(summary_table(_load_reports(config, home)))
+    print(summaries(config, home))
     print()
     print(f"wall time: {wall:.1f}s ({wall / 60:.1f} min)")
-    print(f"report:    {home / 'reports' / 'index.html'}  (self-contained HTML: plots, calibration, losses)")
-    print(f"           {home / 'reports'}/<day>/transferability.json, report.html, plots/")
+    print(f"report:    {home / 'reports' / 'index.html'}  (the students side by side; self-contained HTML)")
+    print(f"           {home / 'reports'}/<student>/index.html, <student>/<day>/transferability.json, plots/")
     print(f"Dagster:   DAGSTER_HOME={dagster_home}  →  make ui  (http://127.0.0.1:3000)")
     print(f"MLflow:    {mlflow_tracking_uri(home)}  →  make mlflow-ui  (http://127.0.0.1:5000)")
     return 0
@@ -142,7 +119,7 @@ def backfill(profile: str, config_file: str | None, start: date, end: date) -> i
             failure = next((e.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"), "")
             print(f"error: {failure}", file=sys.stderr)
             return 1
-    print(summary_table(_load_reports(config, home)))
+    print(summaries(config, home))
     return 0
 
 
@@ -150,9 +127,9 @@ def mark_bad(profile: str, snapshot: str, reason: str) -> int:
     """An operator's rollback: record a teacher snapshot as bad; the rollback sensor does the rest."""
     from recdistill_dagster.home import store_url
     from recdistill_dagster.registry import SnapshotRegistry
-    from resources import ArtifactStore
+    from recdistill_dagster.storage import ArtifactStore
 
-    registry = SnapshotRegistry(ArtifactStore(base_url=store_url(state_home(profile))))
+    registry = SnapshotRegistry(ArtifactStore(store_url(state_home(profile))))
     try:
         record = registry.mark_bad(snapshot, reason=reason, detected_by=f"operator ({os.environ.get('USER', '?')})")
     except (KeyError, ValueError) as exc:
@@ -171,13 +148,13 @@ def lineage(profile: str, config_file: str | None, asset: str, day: date, as_jso
     from recdistill_dagster.home import store_url
     from recdistill_dagster.lineage import render, snapshot_statuses, to_json, trace
     from recdistill_dagster.registry import SnapshotRegistry
-    from resources import ArtifactStore
+    from recdistill_dagster.storage import ArtifactStore
 
     config = load_config(profile, config_file)
     home = state_home(profile)
     ensure_dagster_home(home)
     nodes = trace(DagsterInstance.get(), config, asset, day)
-    statuses = snapshot_statuses(SnapshotRegistry(ArtifactStore(base_url=store_url(home))), nodes)
+    statuses = snapshot_statuses(SnapshotRegistry(ArtifactStore(store_url(home))), nodes)
     print(json.dumps(to_json(asset, day, nodes, statuses), indent=2, default=str) if as_json
           else render(asset, day, nodes, statuses))
     return 0 if all(node.materialized for node in nodes) else 1
@@ -190,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="materialize the whole graph in date order")
     summary = sub.add_parser("summary", help="print the transferability table of the reports written so far")
     audit = sub.add_parser("lineage", help="print the upstream chain of one partition from Dagster's event log")
-    audit.add_argument("asset")
+    audit.add_argument("asset", help="an asset key, e.g. ranker/student_checkpoint or teacher_logits")
     audit.add_argument("day", type=date.fromisoformat)
     audit.add_argument("--json", action="store_true", help="machine-readable output")
     audit.add_argument("--graphql-url", default=None,
@@ -223,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "lineage":
             return lineage(args.profile, args.config_file, args.asset, args.day, args.json)
         config = load_config(args.profile, args.config_file)
-        print(summary_table(_load_reports(config, state_home(args.profile))))
+        print(summaries(config, state_home(args.profile)))
         return 0
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from recdistill_dagster.data.schema import SPARSE_FEATURES
+
 PROFILE_DIR = Path(__file__).parent / "profiles"
 MOVIELENS_ENV = "RECDISTILL_MOVIELENS"
 DEFAULT_MOVIELENS_PATH = str(
@@ -121,13 +123,22 @@ class SamplingPolicy(StrictModel):
         return self.positive_keep_by_source[source]
 
 
+    def keeps_subset_of(self, other: "SamplingPolicy") -> bool:
+        """Every row this policy keeps, `other` keeps too (both draw from the same per-row uniform)."""
+        return self.negative_keep <= other.negative_keep and all(
+            mine <= theirs
+            for mine, theirs in zip(self.positive_keep_by_source, other.positive_keep_by_source, strict=True)
+        )
+
+
 class SamplingConfig(StrictModel):
-    # The teacher keeps more negatives than the student: the data-volume scaling axis.
+    """The teacher's stream; each student's own policy lives in its `students` entry. One seed for
+    all streams: every policy draws the same per-row uniform, so a student whose rates are at most
+    the teacher's keeps a subset of the teacher's rows (and every student row has a teacher logit)."""
+
+    # The teacher keeps more negatives than the students: the data-volume scaling axis.
     teacher: SamplingPolicy = SamplingPolicy(
         negative_keep=0.5, positive_keep_by_source=(1.0, 1.0, 0.5)
-    )
-    student: SamplingPolicy = SamplingPolicy(
-        negative_keep=0.1, positive_keep_by_source=(1.0, 1.0, 0.5)
     )
     seed: int = 11
 
@@ -224,6 +235,10 @@ TowerMode = Literal["single_distill", "single_mixed", "decoupled_distill", "deco
 TeacherTarget = Literal["none", "teacher_own", "student_raw", "exact"]
 
 
+# The candidate and user terms of the student read these whatever else it drops.
+ALWAYS_READ_FEATURES = ("user_id", "item_id")
+
+
 class StudentArch(StrictModel):
     """Small backbone over a short history, with main and auxiliary towers.
 
@@ -243,11 +258,33 @@ class StudentArch(StrictModel):
     tower_hidden: int = Field(8, ge=1)
     seq_len: int = Field(256, ge=1)
     attention_len: int | None = Field(20, ge=1)
+    # Sparse feature families whose embeddings the backbone reads (None: all of SPARSE_FEATURES). A
+    # pre-ranking model reads fewer; user and item ids are always read (the candidate and user terms).
+    sparse_features: tuple[str, ...] | None = None
+    # The parameter-free match counters over the whole `seq_len` window (off: attention only).
+    history_counters: bool = True
     towers: TowerMode = "decoupled_mixed"
+
+    @model_validator(mode="after")
+    def _known_features(self) -> "StudentArch":
+        if self.sparse_features is not None:
+            unknown = [f for f in self.sparse_features if f not in SPARSE_FEATURES]
+            if unknown:
+                raise ValueError(f"unknown sparse feature(s) {unknown}; known: {', '.join(SPARSE_FEATURES)}")
+            missing = [f for f in ALWAYS_READ_FEATURES if f not in self.sparse_features]
+            if missing:
+                raise ValueError(f"sparse_features must include {', '.join(missing)}")
+        return self
 
     @property
     def attended_len(self) -> int:
         return self.seq_len if self.attention_len is None else min(self.attention_len, self.seq_len)
+
+    @property
+    def read_sparse_features(self) -> tuple[str, ...]:
+        """The feature families read, in SPARSE_FEATURES order."""
+        chosen = set(self.sparse_features or SPARSE_FEATURES)
+        return tuple(f for f in SPARSE_FEATURES if f in chosen)
 
 
 class DistillConfig(StrictModel):
@@ -261,11 +298,53 @@ class DistillConfig(StrictModel):
     in_streaming: bool = True
 
 
+StudentRole = Literal["ranking", "prerank"]
+# Names that would collide with the shared streams in asset keys and storage paths.
+RESERVED_STUDENT_NAMES = frozenset({"teacher", "eval"})
+DEFAULT_STUDENT_SAMPLING = SamplingPolicy(negative_keep=0.1, positive_keep_by_source=(1.0, 1.0, 0.5))
+
+
 class StudentConfig(StrictModel):
+    """One student distilled from the shared teacher's recorded logits (DESIGN §4, 1-to-N).
+
+    Each student has its own architecture, sampling policy (a subset of the teacher's stream),
+    distillation settings and serving role; it gets its own sample stream, joined dataset, distilled
+    and baseline checkpoints and report, under asset keys prefixed with its `name`. The field
+    defaults are the ranking recipe; `role` says which serving stage the main tower is exported for.
+    """
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")
+    role: StudentRole = "ranking"
+    enabled: bool = True  # off: the student is not part of the asset graph (kept in the file)
     arch: StudentArch = StudentArch()
     optim: OptimConfig = OptimConfig()
     distill: DistillConfig = DistillConfig()
+    sampling: SamplingPolicy = DEFAULT_STUDENT_SAMPLING
     seed: int = 202
+
+    @model_validator(mode="after")
+    def _name_free(self) -> "StudentConfig":
+        if self.name in RESERVED_STUDENT_NAMES:
+            raise ValueError(f"student name {self.name!r} is reserved ({', '.join(sorted(RESERVED_STUDENT_NAMES))})")
+        return self
+
+
+# The default profiles' two students: the ranker (the recipe above) and a pre-ranking model distilled
+# from the same ranking teacher (cross-stage): fewer feature families, a 20-event history read by
+# attention only, a smaller backbone, and a sparser sample of the traffic (a fifth of the ranker's
+# negatives).
+DEFAULT_STUDENTS: tuple[StudentConfig, ...] = (
+    StudentConfig(name="ranker"),
+    StudentConfig(
+        name="prerank",
+        role="prerank",
+        arch=StudentArch(embed_dim=8, backbone_hidden=(64, 32), tower_hidden=8, seq_len=20, attention_len=None,
+                         sparse_features=("user_id", "item_id", "category", "traffic_source"),
+                         history_counters=False),
+        sampling=SamplingPolicy(negative_keep=0.02, positive_keep_by_source=(1.0, 1.0, 0.5)),
+        seed=303,
+    ),
+)
 
 
 # --------------------------------------------------------------------------- evaluation, runtime
@@ -276,6 +355,10 @@ class EvalConfig(StrictModel):
     ci_level: float = Field(0.95, gt=0.5, lt=1.0)
     seed: int = 303
     batch_size: int = Field(4096, ge=2)
+    # Serving cost in the report: wall time per prediction of the served modules at this batch size,
+    # the median of `serving_repeats` timed calls after one warm-up call.
+    serving_batch_size: int = Field(512, ge=1)
+    serving_repeats: int = Field(5, ge=1)
 
 
 class RuntimeConfig(StrictModel):
@@ -350,28 +433,54 @@ class PipelineConfig(StrictModel):
     sampling: SamplingConfig = SamplingConfig()
     calendar: CalendarConfig = CalendarConfig()
     teacher: TeacherConfig = TeacherConfig()
-    student: StudentConfig = StudentConfig()
+    students: tuple[StudentConfig, ...] = DEFAULT_STUDENTS
     eval: EvalConfig = EvalConfig()
     join: JoinConfig = JoinConfig()
     health: HealthConfig = HealthConfig()
     faults: FaultConfig = FaultConfig()
     runtime: RuntimeConfig = RuntimeConfig()
 
+    @property
+    def active_students(self) -> tuple[StudentConfig, ...]:
+        """The enabled students, in configuration order: the ones the asset graph builds."""
+        return tuple(s for s in self.students if s.enabled)
+
+    def student(self, name: str) -> StudentConfig:
+        for spec in self.active_students:
+            if spec.name == name:
+                return spec
+        raise ConfigError(f"no enabled student {name!r}; enabled: {', '.join(s.name for s in self.active_students)}")
+
     @model_validator(mode="after")
     def _consistent(self) -> "PipelineConfig":
+        names = [s.name for s in self.students]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"students: duplicate name(s) {', '.join(duplicates)}")
+        if not self.active_students:
+            raise ValueError("students: at least one student must be enabled")
         n_sources = self.data.n_traffic_sources
-        for name, policy in (("teacher", self.sampling.teacher), ("student", self.sampling.student)):
+        teacher_policy = self.sampling.teacher
+        policies = [("sampling.teacher", teacher_policy)] + [(f"students[{s.name}].sampling", s.sampling)
+                                                             for s in self.students]
+        for where, policy in policies:
             if len(policy.positive_keep_by_source) != n_sources:
                 raise ValueError(
-                    f"sampling.{name}.positive_keep_by_source has "
-                    f"{len(policy.positive_keep_by_source)} rates but the data source has "
-                    f"{n_sources} traffic source(s)"
+                    f"{where}.positive_keep_by_source has {len(policy.positive_keep_by_source)} rates but the "
+                    f"data source has {n_sources} traffic source(s)"
+                )
+        for spec in self.students:
+            if not spec.sampling.keeps_subset_of(teacher_policy):
+                raise ValueError(
+                    f"students[{spec.name}].sampling keeps rows the teacher's stream drops (negative_keep "
+                    f"{spec.sampling.negative_keep} vs {teacher_policy.negative_keep}, positive keep "
+                    f"{list(spec.sampling.positive_keep_by_source)} vs {list(teacher_policy.positive_keep_by_source)}): "
+                    "those rows would never have a teacher logit; keep every rate at most the teacher's"
                 )
         logged = self.data.logged_history_len
-        for name, seq_len in (
-            ("teacher.arch.seq_len", self.teacher.arch.seq_len),
-            ("student.arch.seq_len", self.student.arch.seq_len),
-        ):
+        lengths = [("teacher.arch.seq_len", self.teacher.arch.seq_len)] + [
+            (f"students[{s.name}].arch.seq_len", s.arch.seq_len) for s in self.students]
+        for name, seq_len in lengths:
             if seq_len > logged:
                 raise ValueError(
                     f"{name}={seq_len} exceeds data.logged_history_len={logged}: rows carry "
@@ -387,11 +496,23 @@ def available_profiles() -> list[str]:
     return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
 
 
+def _named_entries(value: Any) -> bool:
+    return isinstance(value, list | tuple) and all(isinstance(v, Mapping) and "name" in v for v in value)
+
+
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """`override` onto `base`: mappings merge key by key, lists of named entries (`students`) merge
+    entry by entry on `name` (a new name is appended), anything else is replaced."""
     merged = dict(base)
     for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = deep_merge(merged[key], value)
+        current = merged.get(key)
+        if isinstance(value, Mapping) and isinstance(current, Mapping):
+            merged[key] = deep_merge(current, value)
+        elif _named_entries(value) and _named_entries(current):
+            entries = {entry["name"]: dict(entry) for entry in current}
+            for entry in value:
+                entries[entry["name"]] = deep_merge(entries.get(entry["name"], {}), entry)
+            merged[key] = list(entries.values())
         else:
             merged[key] = value
     return merged

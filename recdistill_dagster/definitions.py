@@ -16,8 +16,9 @@ from dagster import (
 )
 
 from assets import build_all_assets
-from assets.common import GROUP_DATA, GROUP_EVALUATION, GROUP_STUDENT, GROUP_TEACHER
+from assets.common import asset_key
 from recdistill_dagster.config import load_config
+from recdistill_dagster.graph import AssetGraph
 from recdistill_dagster.home import (
     active_profile,
     mlflow_artifact_location,
@@ -26,10 +27,9 @@ from recdistill_dagster.home import (
     store_url,
 )
 from recdistill_dagster.partitions import build_partitions
-from recdistill_dagster.rollback import REPAIRABLE_KEYS
 from recdistill_dagster.schedules import TRAINING_LANE_TAG, build_schedules
 from recdistill_dagster.sensors import build_rollback_sensor
-from resources import ArtifactStore, MlflowTracking, PipelineSettings, RecDataSource
+from resources import ArtifactStoreResource, MlflowTracking, PipelineSettings, RecDataSource
 
 # allow_nonexistent_upstream_partitions (the self-dependency's first day) is flagged beta.
 warnings.filterwarnings("ignore", category=BetaWarning)
@@ -44,11 +44,14 @@ def build_definitions(profile: str | None = None, home: Path | None = None,
     profile = profile or active_profile()
     home = home or state_home(profile)
     config = load_config(profile, config_file)
+    graph = AssetGraph.of(config)
     partitions = build_partitions(config.calendar)
     settings = PipelineSettings(profile=profile, config_file=config_file)
+    store = ArtifactStoreResource(base_url=store_url(home))
+    training = AssetSelection.assets(*(asset_key(k) for k in graph.training_keys))
     resources = {
         "settings": settings,
-        "store": ArtifactStore(base_url=store_url(home)),
+        "store": store,
         "tracking": MlflowTracking(
             tracking_uri=mlflow_tracking_uri(home),
             experiment_name=f"recdistill-{profile}",
@@ -59,38 +62,39 @@ def build_definitions(profile: str | None = None, home: Path | None = None,
     lane = {TRAINING_LANE_TAG: "training"}
     repair_job = define_asset_job(
         ROLLBACK_REPAIR_JOB,
-        selection=AssetSelection.assets(*REPAIRABLE_KEYS),
+        selection=training,
         partitions_def=partitions.training,
         tags=lane,
         description=(
             "Launched by the teacher rollback sensor: retrains the teacher from the last good snapshot and "
-            "re-materializes every partition derived from a bad snapshot, one run over the range in date order."
+            "re-materializes every partition of every student derived from a bad snapshot, one run over the range "
+            "in date order."
         ),
     )
     jobs = [
         repair_job,
         define_asset_job(
             SAMPLE_STREAMS_JOB,
-            selection=AssetSelection.groups(GROUP_DATA),
+            selection=AssetSelection.assets(*(asset_key(k) for k in graph.data_keys)),
             partitions_def=partitions.data,
             description="Write one day's evaluation, teacher and student sample streams.",
         ),
         define_asset_job(
             DAILY_TRAINING_JOB,
-            selection=AssetSelection.groups(GROUP_TEACHER, GROUP_STUDENT, GROUP_EVALUATION),
+            selection=training,
             partitions_def=partitions.training,
             tags=lane,
             description=(
-                "One training partition end to end: teacher (+ recorded logits), student dataset, "
-                "distilled and baseline students, transferability report."
+                "One training partition end to end: teacher (+ recorded logits), then for every student its "
+                "dataset, distilled and baseline checkpoints and transferability report."
             ),
         ),
     ]
     return Definitions(
-        assets=build_all_assets(partitions),
+        assets=build_all_assets(config, graph, partitions),
         jobs=jobs,
-        schedules=build_schedules(config.calendar, SAMPLE_STREAMS_JOB, DAILY_TRAINING_JOB),
-        sensors=[build_rollback_sensor(config, resources["store"], repair_job, lane)],
+        schedules=build_schedules(config.calendar, graph, SAMPLE_STREAMS_JOB, DAILY_TRAINING_JOB),
+        sensors=[build_rollback_sensor(config, graph, store.open(), repair_job, lane)],
         resources=resources,
         # Steps share one process: the multiprocess executor re-imports torch per step (seconds each).
         executor=in_process_executor,

@@ -1,26 +1,25 @@
 """Lineage audit: the full upstream chain of one partition, read from Dagster's event log.
 
-Every node is the latest materialization of an (asset, partition) in the instance: its Dagster run
-id, storage id, time, the snapshot ids and MLflow run id recorded in its metadata. Upstream edges
-follow the asset graph's partition mappings (same day, previous day of a self-dependent chain,
-the next day's evaluation stream, the batch window for the batch partition).
+Every node is the latest materialization of an (asset, partition) in the instance: its Dagster run id,
+storage id, time, its version and the inputs it consumed (with their versions), the teacher snapshots
+it derives from and its MLflow run. Upstream edges come from the asset graph (`recdistill_dagster.graph`):
+same day, previous day of a self-dependent chain, the next day's evaluation stream, the batch window
+for the batch partition; it works for every student's keys. A consumed version that is no longer the
+upstream partition's current one is reported as stale.
 """
 
 from dataclasses import asdict, dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 
 from recdistill_dagster.config import PipelineConfig
+from recdistill_dagster.graph import AssetGraph, partition_ref
 from recdistill_dagster.registry import SnapshotRegistry
-from recdistill_dagster.steps import days_of_partition, previous_partition
 
-TRAINING_ASSETS = ("teacher_checkpoint", "teacher_logits", "student_dataset", "student_checkpoint",
-                   "student_baseline_checkpoint", "transferability_report")
-DATA_ASSETS = ("teacher_samples", "student_samples", "eval_samples")
-LINEAGE_METADATA = ("teacher_snapshot", "snapshot_id", "parent_snapshot", "teacher_snapshots", "mlflow_run_id",
-                    "trained_days", "phase", "join_coverage", "eta")
+LINEAGE_METADATA = ("version", "inputs", "teacher_snapshots", "teacher_snapshot", "snapshot_id", "parent_snapshot",
+                    "mlflow_run_id", "trained_days", "phase", "join_coverage", "eta")
 
 
 @dataclass
@@ -33,38 +32,17 @@ class LineageNode:
     timestamp: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     upstream: list[str] = field(default_factory=list)
+    stale_inputs: list[str] = field(default_factory=list)  # upstream refs whose consumed version is not current
 
     @property
     def key(self) -> str:
         return f"{self.asset}[{self.partition}]"
 
 
-def upstream_of(config: PipelineConfig, asset: str, day: date) -> list[tuple[str, date]]:
-    """The (asset, partition) pairs a partition was built from, per the asset graph."""
-    if asset in DATA_ASSETS:
-        return []
-    days = days_of_partition(config, day)
-    previous = previous_partition(config, day)
-    chain = [(asset, previous)] if previous is not None and asset != "teacher_logits" else []
-    if asset in ("teacher_checkpoint", "teacher_logits"):
-        teacher_previous = [("teacher_checkpoint", previous)] if previous is not None else []
-        return [("teacher_samples", d) for d in days] + teacher_previous
-    if asset == "student_dataset":
-        return [("student_samples", d) for d in days] + [("teacher_logits", day)]
-    if asset == "student_checkpoint":
-        return [("student_dataset", day), *chain]
-    if asset == "student_baseline_checkpoint":
-        return [("student_samples", d) for d in days] + chain
-    if asset == "transferability_report":
-        models = [(name, day) for name in ("teacher_checkpoint", "student_checkpoint", "student_baseline_checkpoint")]
-        return [*models, ("eval_samples", day + timedelta(days=1)), *chain]
-    raise ValueError(f"unknown asset {asset!r}; one of {', '.join(TRAINING_ASSETS + DATA_ASSETS)}")
-
-
 def _node(instance: DagsterInstance, asset: str, day: date) -> LineageNode:
     partition = day.isoformat()
     result = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=AssetKey(asset), asset_partitions=[partition]), limit=1
+        AssetRecordsFilter(asset_key=AssetKey.from_user_string(asset), asset_partitions=[partition]), limit=1
     )
     if not result.records:
         return LineageNode(asset=asset, partition=partition, materialized=False)
@@ -79,31 +57,29 @@ def _node(instance: DagsterInstance, asset: str, day: date) -> LineageNode:
 
 def trace(instance: DagsterInstance, config: PipelineConfig, asset: str, day: date) -> list[LineageNode]:
     """Every node upstream of (asset, day), the requested node first, then breadth-first."""
+    graph = AssetGraph.of(config)
+    graph.node(asset)  # an unknown key fails here, naming the known ones
     nodes: dict[str, LineageNode] = {}
     queue = [(asset, day)]
     while queue:
         name, partition_day = queue.pop(0)
-        node = _node(instance, name, partition_day)
-        if node.key in nodes:
+        if partition_ref(name, partition_day) in nodes:
             continue
-        parents = upstream_of(config, name, partition_day)
-        node.upstream = [f"{n}[{d.isoformat()}]" for n, d in parents]
+        node = _node(instance, name, partition_day)
+        parents = graph.upstream_partitions(config.calendar, name, partition_day)
+        node.upstream = [partition_ref(n, d) for n, d in parents]
         nodes[node.key] = node
-        queue.extend(p for p in parents if f"{p[0]}[{p[1].isoformat()}]" not in nodes)
+        queue.extend(p for p in parents if partition_ref(*p) not in nodes)
+    for node in nodes.values():
+        consumed = node.metadata.get("inputs") or {}
+        node.stale_inputs = sorted(ref for ref, version in consumed.items()
+                                   if ref in nodes and nodes[ref].metadata.get("version") not in (None, version))
     return list(nodes.values())
 
 
 def teacher_snapshots(nodes: list[LineageNode]) -> list[str]:
-    """Every teacher snapshot id the lineage contains (checkpoints, logits and students' rows)."""
-    found: set[str] = set()
-    for node in nodes:
-        if node.asset in ("teacher_checkpoint", "teacher_logits") and node.metadata.get("teacher_snapshot"):
-            found.add(node.metadata["teacher_snapshot"])
-            parent = node.metadata.get("parent_snapshot")
-            if isinstance(parent, str) and "@" in parent:
-                found.add(parent)
-        found.update(node.metadata.get("teacher_snapshots") or [])
-    return sorted(found)
+    """Every teacher snapshot the lineage contains (checkpoints, logits and what was built from them)."""
+    return sorted({s for node in nodes for s in node.metadata.get("teacher_snapshots") or []})
 
 
 def snapshot_statuses(registry: SnapshotRegistry, nodes: list[LineageNode]) -> dict[str, dict[str, Any]]:
@@ -125,6 +101,7 @@ def to_json(asset: str, day: date, nodes: list[LineageNode],
         "asset": asset,
         "partition": day.isoformat(),
         "complete": all(node.materialized for node in nodes),
+        "consistent": not any(node.stale_inputs for node in nodes),
         "teacher_snapshots": teacher_snapshots(nodes),
         "snapshot_status": statuses or {},
         "all_snapshots_good": all(v.get("status") == "good" for v in (statuses or {}).values()),
@@ -137,6 +114,9 @@ def render(asset: str, day: date, nodes: list[LineageNode], statuses: dict[str, 
     missing = [node.key for node in nodes if not node.materialized]
     if missing:
         lines.append(f"NOT MATERIALIZED: {', '.join(missing)}")
+    stale = [f"{node.key} ← {ref}" for node in nodes for ref in node.stale_inputs]
+    if stale:
+        lines.append(f"STALE (consumed a version that is no longer current): {'; '.join(stale)}")
     lines.append("teacher snapshots:")
     for snapshot in teacher_snapshots(nodes):
         info = (statuses or {}).get(snapshot, {})
@@ -144,19 +124,20 @@ def render(asset: str, day: date, nodes: list[LineageNode], statuses: dict[str, 
         detail = ""
         if status != "good" and info.get("reason"):
             detail = f" — {info['reason']} (detected {info.get('detected_at')})"
-        lines.append(f"  {snapshot:<32} {status.upper() if status != 'good' else status}{detail}")
+        lines.append(f"  {snapshot:<40} {status.upper() if status != 'good' else status}{detail}")
     lines.append("")
     for node in nodes:
         if not node.materialized:
-            lines.append(f"{node.key:<45} (never materialized)")
+            lines.append(f"{node.key:<55} (never materialized)")
             continue
         details = [f"run {node.run_id[:8] if node.run_id else '?'}"]
-        for key in ("teacher_snapshot", "snapshot_id", "mlflow_run_id"):
-            if node.metadata.get(key):
-                details.append(f"{key.replace('_id', '')} {node.metadata[key]}")
+        if node.metadata.get("version"):
+            details.append(f"version {node.metadata['version']}")
+        if node.metadata.get("mlflow_run_id"):
+            details.append(f"mlflow {node.metadata['mlflow_run_id']}")
         if node.metadata.get("teacher_snapshots"):
-            details.append(f"trained on teacher {', '.join(node.metadata['teacher_snapshots'])}")
-        lines.append(f"{node.key:<45} " + " · ".join(details))
+            details.append(f"teacher {', '.join(node.metadata['teacher_snapshots'])}")
+        lines.append(f"{node.key:<55} " + " · ".join(details))
         if node.upstream:
-            lines.append(f"{'':<45}   ← {', '.join(node.upstream)}")
+            lines.append(f"{'':<55}   ← {', '.join(node.upstream)}")
     return "\n".join(lines)

@@ -3,9 +3,9 @@
 An auditor needs only a running webserver (`dagster dev`, `dagster-webserver`) and any Python 3.11:
 this module and `graphql_client` use the standard library alone (no Dagster, torch or config).
 
-    python -m recdistill_dagster.lineage_graphql student_checkpoint 2026-01-04 \\
+    python -m recdistill_dagster.lineage_graphql ranker/student_checkpoint 2026-01-04 \\
         --graphql-url http://127.0.0.1:3000/graphql [--json]
-    python -m recdistill_dagster lineage student_checkpoint 2026-01-04 --graphql-url ...   (same, via the CLI)
+    python -m recdistill_dagster lineage prerank/student_checkpoint 2026-01-04 --graphql-url ...   (via the CLI)
 
 Where the local audit (`lineage.py`) derives edges from the configuration, this one derives them
 from what the webserver serves: the asset graph's dependencies and their partition mappings
@@ -30,9 +30,11 @@ from typing import Any
 from recdistill_dagster.graphql_client import DagsterGraphQL, GraphQLError
 
 # The metadata a lineage node reports (as lineage.py does), plus the fields it reads for edges.
-LINEAGE_KEYS = ("teacher_snapshot", "snapshot_id", "parent_snapshot", "teacher_snapshots", "mlflow_run_id",
-                "trained_days", "phase", "join_coverage", "eta")
+LINEAGE_KEYS = ("version", "inputs", "teacher_snapshots", "teacher_snapshot", "snapshot_id", "parent_snapshot",
+                "mlflow_run_id", "trained_days", "phase", "join_coverage", "eta")
 DAYS_KEYS = ("trained_days", "days")
+# The graph's teacher key and health check (recdistill_dagster.graph), spelled out here because this
+# module runs with the standard library alone; tests/unit/test_lineage_graphql.py holds the two equal.
 HEALTH_CHECK = ("teacher_checkpoint", "teacher_health")
 _OFFSETS = re.compile(r"offsetted by (-?\d+) and (-?\d+) partitions")
 

@@ -14,6 +14,7 @@ from datetime import date, timedelta
 from dagster import BetaWarning, DailyPartitionsDefinition, TimeWindowPartitionMapping
 
 from recdistill_dagster.config import CalendarConfig
+from recdistill_dagster.graph import DayMapping
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,15 @@ with warnings.catch_warnings():
     )
 SAME_DAY = TimeWindowPartitionMapping()
 NEXT_DAY = TimeWindowPartitionMapping(start_offset=1, end_offset=1)
+# How each edge of the asset graph is declared to Dagster. A training partition's trained days (the
+# batch window) are declared as the same day: Dagster only needs the edge, the lineage audit reads the
+# window from the calendar.
+PARTITION_MAPPINGS: dict[DayMapping, TimeWindowPartitionMapping] = {
+    DayMapping.SAME_DAY: SAME_DAY,
+    DayMapping.TRAINED_DAYS: SAME_DAY,
+    DayMapping.PREVIOUS_DAY: PREVIOUS_DAY,
+    DayMapping.NEXT_DAY: NEXT_DAY,
+}
 
 
 def parse_day(partition_key: str) -> date:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from resources.storage import ArtifactStore
+from recdistill_dagster.storage import Store
 
 SnapshotStatus = Literal["good", "unhealthy", "bad"]
 UNUSABLE: frozenset[str] = frozenset({"unhealthy", "bad"})
@@ -49,7 +49,7 @@ def parse_snapshot_id(snapshot_id: str) -> tuple[str, date, str]:
 class SnapshotRegistry:
     ROOT = "registry/teacher"
 
-    def __init__(self, store: ArtifactStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     def _path(self, snapshot_id: str) -> str:

@@ -1,16 +1,20 @@
 """Rollback planning: which partitions descend from a bad teacher snapshot, and what to rebuild.
 
-Reads only Dagster's event log (each partition's latest materialization and its lineage metadata)
-and the snapshot registry. The rules, day by day in date order:
-- a teacher partition is valid when its snapshot is good and it continued from a good snapshot;
-- a student_dataset partition is valid when it joined the current logits of a valid teacher day;
-- a student_checkpoint partition is valid when it trained on the current dataset of its day and
-  continued from the current, valid checkpoint of the day before (one invalid day invalidates
-  every later day of the self-dependent chain);
-- a report partition is valid when it scored the current teacher and student of its day and the
-  report before it is valid (its numbers are cumulative).
-A repair is planned only when a bad (or unhealthy) snapshot is still in some current lineage: the
-range runs from the first invalid day to the last trained day, in one run, in date order.
+Reads only Dagster's event log (each partition's latest materialization and the provenance metadata
+every training asset records: its `version`, the `inputs` it consumed with their versions, and the
+`teacher_snapshots` its content derives from) and the snapshot registry. One rule, applied to every
+node of the asset graph (`recdistill_dagster.graph`), day by day in date order and upstream first:
+
+    a training partition is valid when it is materialized, none of its teacher snapshots is unusable,
+    and for every upstream training partition of the graph it consumed that partition's current
+    version, and that partition is valid.
+
+So one invalid day of a self-dependent chain invalidates every later day of it, a retrained teacher
+invalidates the logits, datasets, students and reports of every student built on the old one, and a
+report is only valid when the report before it is (its numbers are cumulated). A repair is planned
+only when an unusable snapshot is still in some current lineage: one run over the range from the
+first invalid day to the last trained day, in date order, of the invalid assets and everything
+downstream of them.
 """
 
 import hashlib
@@ -21,39 +25,34 @@ from typing import Any
 from dagster import AssetKey, DagsterInstance
 
 from recdistill_dagster.config import PipelineConfig
+from recdistill_dagster.graph import TEACHER_CHECKPOINT, AssetGraph, mapped_days, partition_ref
 from recdistill_dagster.registry import UNUSABLE, SnapshotRegistry
 
-TEACHER_KEYS = ("teacher_checkpoint", "teacher_logits")
-DERIVED_KEYS = ("student_dataset", "student_checkpoint", "transferability_report")
-BASELINE_KEY = "student_baseline_checkpoint"
-REPAIRABLE_KEYS = (*TEACHER_KEYS, *DERIVED_KEYS, BASELINE_KEY)
 PAGE = 1000
 
 
-def latest_metadata(instance: DagsterInstance, asset: str) -> dict[str, dict[str, Any]]:
+def latest_metadata(instance: DagsterInstance, key: str) -> dict[str, dict[str, Any]]:
     """partition key → metadata (plain values) of its latest materialization, plus the run id."""
     latest: dict[str, dict[str, Any]] = {}
     records, cursor = [], None
     while True:  # newest first, a page at a time (the event log caps a fetch at 10,000 records)
-        page = instance.fetch_materializations(AssetKey(asset), limit=PAGE, cursor=cursor, ascending=False)
+        page = instance.fetch_materializations(AssetKey.from_user_string(key), limit=PAGE, cursor=cursor,
+                                               ascending=False)
         records.extend(page.records)
         if not page.has_more:
             break
         cursor = page.cursor
     for record in records:
-        key = record.partition_key
-        if key is None or key in latest:
+        partition = record.partition_key
+        if partition is None or partition in latest:
             continue
         materialization = record.asset_materialization
-        values = {name: getattr(value, "value", value) for name, value in (materialization.metadata or {}).items()}
+        values = {name: getattr(value, "value", value)
+                  for name, value in ((materialization.metadata if materialization else None) or {}).items()}
         values["_run_id"] = record.run_id
         values["_storage_id"] = record.storage_id
-        latest[key] = values
+        latest[partition] = values
     return latest
-
-
-def _parent(value: Any) -> str | None:
-    return value if isinstance(value, str) and "@" in value else None
 
 
 @dataclass
@@ -61,7 +60,7 @@ class RepairPlan:
     start: date | None = None
     end: date | None = None
     assets: list[str] = field(default_factory=list)
-    tainted: dict[str, list[str]] = field(default_factory=dict)  # bad snapshot → partitions that carry it
+    tainted: dict[str, list[str]] = field(default_factory=dict)  # unusable snapshot → partitions that carry it
     invalid: dict[str, list[str]] = field(default_factory=dict)  # asset → invalid days
     reason: str = ""
 
@@ -76,92 +75,52 @@ class RepairPlan:
 
 
 def plan_repair(instance: DagsterInstance, config: PipelineConfig, registry: SnapshotRegistry) -> RepairPlan:
-    days = config.calendar.training_days()
-    meta = {asset: latest_metadata(instance, asset) for asset in ("teacher_checkpoint", *DERIVED_KEYS, BASELINE_KEY)}
-    teacher = meta["teacher_checkpoint"]
-    trained = [d for d in days if d.isoformat() in teacher]
+    graph = AssetGraph.of(config)
+    calendar = config.calendar
+    meta = {key: latest_metadata(instance, key) for key in graph.training_keys}
+    trained = [d for d in calendar.training_days() if d.isoformat() in meta[TEACHER_CHECKPOINT]]
     if not trained:
         return RepairPlan(reason="no teacher partition materialized yet")
     horizon = trained[-1]
     statuses: dict[str, str | None] = {}
 
-    def status(snapshot: str | None) -> str | None:
-        if snapshot and snapshot not in statuses:
+    def unusable(snapshot: str) -> bool:
+        if snapshot not in statuses:
             statuses[snapshot] = registry.status(snapshot)
-        return statuses.get(snapshot) if snapshot else None
+        return statuses[snapshot] in UNUSABLE
 
     plan = RepairPlan()
-
-    def taint(snapshots: list[str | None], where: str) -> None:
-        for snapshot in snapshots:
-            if snapshot and status(snapshot) in UNUSABLE:
-                plan.tainted.setdefault(snapshot, []).append(where)
-
-    def invalid(asset: str, day: date) -> None:
-        plan.invalid.setdefault(asset, []).append(day.isoformat())
-
-    valid = {name: False for name in ("teacher", "dataset", "student", "baseline", "report")}
-    current: dict[str, str | None] = {}
-    for day in (d for d in days if d <= horizon):
-        key = day.isoformat()
-        first = day == config.calendar.batch_end
-        t = teacher.get(key)
-        t_snapshot = t.get("teacher_snapshot") if t else None
-        t_parent = _parent(t.get("parent_snapshot")) if t else None
-        taint([t_snapshot, t_parent], f"teacher_checkpoint {key}")
-        valid["teacher"] = bool(t) and status(t_snapshot) not in UNUSABLE and status(t_parent) not in UNUSABLE
-        if not valid["teacher"]:
-            invalid("teacher_checkpoint", day)
-
-        ds = meta["student_dataset"].get(key)
-        ds_snapshots = list(ds.get("teacher_snapshots") or []) if ds else []
-        taint(ds_snapshots, f"student_dataset {key}")
-        valid["dataset"] = bool(ds) and valid["teacher"] and ds_snapshots == [t_snapshot]
-        if not valid["dataset"]:
-            invalid("student_dataset", day)
-
-        st = meta["student_checkpoint"].get(key)
-        st_teachers = list(st.get("teacher_snapshots") or []) if st else []
-        taint(st_teachers, f"student_checkpoint {key}")
-        chain_ok = first or (valid["student"] and st is not None
-                             and _parent(st.get("parent_snapshot")) == current.get("student"))
-        valid["student"] = bool(st) and valid["dataset"] and st_teachers == ds_snapshots and chain_ok
-        if not valid["student"]:
-            invalid("student_checkpoint", day)
-
-        bl = meta[BASELINE_KEY].get(key)
-        baseline_chain_ok = first or (valid["baseline"] and bl is not None
-                                      and _parent(bl.get("parent_snapshot")) == current.get("baseline"))
-        valid["baseline"] = bool(bl) and baseline_chain_ok
-        if not valid["baseline"]:
-            invalid(BASELINE_KEY, day)
-
-        rp = meta["transferability_report"].get(key)
-        rp_snapshots = dict(rp.get("snapshots") or {}) if rp else {}
-        taint([rp_snapshots.get("teacher")], f"transferability_report {key}")
-        valid["report"] = (bool(rp) and valid["student"] and valid["baseline"] and (first or valid["report"])
-                           and rp_snapshots.get("teacher") == t_snapshot
-                           and rp_snapshots.get("student") == (st or {}).get("snapshot_id"))
-        if not valid["report"]:
-            invalid("transferability_report", day)
-
-        current = {"teacher": t_snapshot, "student": (st or {}).get("snapshot_id"),
-                   "baseline": (bl or {}).get("snapshot_id")}
+    valid: dict[str, bool] = {}  # partition ref → valid
+    for day in (d for d in calendar.training_days() if d <= horizon):
+        for key in graph.training_keys:
+            values = meta[key].get(day.isoformat())
+            ok = values is not None
+            inputs = dict((values or {}).get("inputs") or {})
+            for snapshot in (values or {}).get("teacher_snapshots") or []:
+                if unusable(snapshot):
+                    plan.tainted.setdefault(snapshot, []).append(f"{key} {day}")
+                    ok = False
+            for edge in graph.node(key).upstream:
+                upstream = graph.node(edge.upstream)
+                if not upstream.trains:
+                    continue  # data partitions are not versioned by the teacher
+                for up_day in mapped_days(calendar, edge.mapping, day):
+                    ref = partition_ref(upstream.key, up_day)
+                    current = meta[upstream.key].get(up_day.isoformat(), {}).get("version")
+                    ok = ok and valid.get(ref, False) and current is not None and inputs.get(ref) == current
+            valid[partition_ref(key, day)] = ok
+            if not ok:
+                plan.invalid.setdefault(key, []).append(day.isoformat())
 
     if not plan.tainted:
         plan.reason = f"no bad or unhealthy teacher snapshot in the lineage of any partition up to {horizon}"
         return plan
-    first_invalid = min(date.fromisoformat(d) for days_ in plan.invalid.values() for d in days_)
+    first_invalid = min(date.fromisoformat(d) for days in plan.invalid.values() for d in days)
     plan.start, plan.end = first_invalid, horizon
-    assets = list(DERIVED_KEYS)
-    if any(date.fromisoformat(d) >= first_invalid for d in plan.invalid.get("teacher_checkpoint", [])):
-        assets = [*TEACHER_KEYS, *assets]
-    if plan.invalid.get(BASELINE_KEY):
-        assets.append(BASELINE_KEY)
-    plan.assets = assets
+    plan.assets = graph.downstream(plan.invalid)
     plan.reason = (
         f"bad snapshot(s) {', '.join(sorted(plan.tainted))} still in the lineage of "
-        f"{sum(len(v) for v in plan.tainted.values())} partition(s); rebuilding {', '.join(assets)} "
+        f"{sum(len(v) for v in plan.tainted.values())} partition(s); rebuilding {', '.join(plan.assets)} "
         f"for {first_invalid}..{horizon} in date order"
     )
     return plan
@@ -169,5 +128,4 @@ def plan_repair(instance: DagsterInstance, config: PipelineConfig, registry: Sna
 
 def current_snapshots(instance: DagsterInstance) -> dict[str, str]:
     """partition → current teacher snapshot (for the repair's run key)."""
-    return {key: str(values.get("teacher_snapshot"))
-            for key, values in latest_metadata(instance, "teacher_checkpoint").items()}
+    return {key: str(values.get("version")) for key, values in latest_metadata(instance, TEACHER_CHECKPOINT).items()}

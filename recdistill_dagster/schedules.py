@@ -2,8 +2,9 @@
 
 When day D's log is complete (shortly after midnight of D+1):
 1. `daily_sample_streams` writes the data partition D;
-2. `daily_training` first scores the models after D−1 on day D (report D−1: progressive
-   validation, before training on D), then trains teacher, student dataset and both students on D.
+2. `daily_training` first scores the models after D−1 on day D (every student's report D−1:
+   progressive validation, before training on D), then trains the teacher and, for every student, its
+   dataset and both checkpoints on D.
 Both training runs carry the `recdistill/lane=training` tag; the instance's run queue allows one
 run of that lane at a time (see `home.DAGSTER_YAML`), so a scheduled run and a backfill never
 train the same chain concurrently. Schedules start STOPPED: turn them on in the UI.
@@ -21,18 +22,20 @@ from dagster import (
 )
 
 from recdistill_dagster.config import CalendarConfig
+from recdistill_dagster.graph import AssetGraph
 
 TRAINING_LANE_TAG = "recdistill/lane"
-TRAINING_ASSET_KEYS = [AssetKey(name) for name in ("teacher_checkpoint", "teacher_logits", "student_dataset",
-                                                  "student_checkpoint", "student_baseline_checkpoint")]
-REPORT_ASSET_KEY = AssetKey("transferability_report")
 
 
 def _yesterday(context: ScheduleEvaluationContext) -> date:
     return (context.scheduled_execution_time - timedelta(days=1)).date()
 
 
-def build_schedules(calendar: CalendarConfig, data_job_name: str, training_job_name: str) -> list[ScheduleDefinition]:
+def build_schedules(calendar: CalendarConfig, graph: AssetGraph, data_job_name: str,
+                    training_job_name: str) -> list[ScheduleDefinition]:
+    reports = [AssetKey.from_user_string(key) for key in graph.keys("report")]
+    training = [AssetKey.from_user_string(key) for key in graph.training_keys if key not in graph.keys("report")]
+
     @schedule(job_name=data_job_name, cron_schedule="30 0 * * *", name="daily_sample_streams",
               description="Write yesterday's sample streams (evaluation, teacher, student).")
     def daily_sample_streams(context: ScheduleEvaluationContext):
@@ -49,10 +52,10 @@ def build_schedules(calendar: CalendarConfig, data_job_name: str, training_job_n
         previous = day - timedelta(days=1)
         if calendar.batch_end <= previous <= calendar.last_training_day:
             requests.append(RunRequest(run_key=f"report-{previous}", partition_key=previous.isoformat(),
-                                       asset_selection=[REPORT_ASSET_KEY]))
+                                       asset_selection=reports))
         if calendar.batch_end < day <= calendar.last_training_day:
             requests.append(RunRequest(run_key=f"train-{day}", partition_key=day.isoformat(),
-                                       asset_selection=TRAINING_ASSET_KEYS))
+                                       asset_selection=training))
         if not requests:
             return SkipReason(f"{day} is not a streaming day of the calendar "
                               f"({calendar.batch_end}..{calendar.last_training_day}); the batch partition is "

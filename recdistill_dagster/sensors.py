@@ -29,15 +29,16 @@ from dagster import (
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from recdistill_dagster.config import PipelineConfig
+from recdistill_dagster.graph import TEACHER_CHECKPOINT, TEACHER_HEALTH_CHECK, AssetGraph
 from recdistill_dagster.registry import SnapshotRegistry
 from recdistill_dagster.rollback import current_snapshots, plan_repair
-from resources.storage import ArtifactStore
+from recdistill_dagster.storage import Store
 
 ROLLBACK_SENSOR = "teacher_rollback_sensor"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 REPAIR_TAG = "recdistill/repair"
-HEALTH_CHECK = AssetCheckKey(AssetKey("teacher_checkpoint"), "teacher_health")
+HEALTH_CHECK = AssetCheckKey(AssetKey.from_user_string(TEACHER_CHECKPOINT), TEACHER_HEALTH_CHECK)
 IN_PROGRESS = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
                DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
 
@@ -69,8 +70,8 @@ def record_failed_checks(context: SensorEvaluationContext, registry: SnapshotReg
     return newest
 
 
-def build_rollback_sensor(config: PipelineConfig, store: ArtifactStore,
-                          repair_job: Any, lane_tags: dict[str, str]):
+def build_rollback_sensor(config: PipelineConfig, graph: AssetGraph, store: Store,
+                          repair_job: Any, lane_tags: dict[str, str]) -> Any:
     @sensor(
         name=ROLLBACK_SENSOR,
         job=repair_job,
@@ -78,9 +79,9 @@ def build_rollback_sensor(config: PipelineConfig, store: ArtifactStore,
         default_status=DefaultSensorStatus.STOPPED,
         description=(
             "Teacher rollback: records snapshots that failed the teacher_health check as bad in the snapshot "
-            "registry, then re-materializes, in date order in one run, every teacher_logits, student_dataset, "
-            "student_checkpoint and report partition derived from them and every later day of the student "
-            "chain. The teacher retrains the bad day from the last good snapshot."
+            f"registry, then re-materializes, in date order in one run, every partition of the {len(graph.students)} "
+            f"student(s) ({', '.join(graph.students)}) derived from them (logits, datasets, checkpoints, reports) "
+            "and every later day of their chains. The teacher retrains the bad day from the last good snapshot."
         ),
     )
     def teacher_rollback_sensor(context: SensorEvaluationContext):
@@ -99,7 +100,7 @@ def build_rollback_sensor(config: PipelineConfig, store: ArtifactStore,
         context.log.info(f"repair: {plan.reason}; invalid partitions: {plan.invalid}")
         request = RunRequest(
             run_key=plan.run_key(current_snapshots(context.instance)),
-            asset_selection=[AssetKey(name) for name in plan.assets],
+            asset_selection=[AssetKey.from_user_string(key) for key in plan.assets],
             tags={**lane_tags, RANGE_START_TAG: plan.start.isoformat(), RANGE_END_TAG: plan.end.isoformat(),
                   REPAIR_TAG: ",".join(sorted(plan.tainted))},
         )

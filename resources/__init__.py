@@ -2,7 +2,7 @@
 
 from resources.data_source import RecDataSource
 from resources.settings import PipelineSettings
-from resources.storage import ArtifactNotFoundError, ArtifactStore
+from resources.storage import ArtifactStoreResource
 from resources.tracking import MlflowTracking
 
-__all__ = ["ArtifactNotFoundError", "ArtifactStore", "MlflowTracking", "PipelineSettings", "RecDataSource"]
+__all__ = ["ArtifactStoreResource", "MlflowTracking", "PipelineSettings", "RecDataSource"]

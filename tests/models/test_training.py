@@ -10,7 +10,8 @@ import torch
 from models.metrics import auc
 from models.student import StudentModel
 from models.teacher import TeacherModel
-from models.training import TrainStats, make_optimizer, predict_logits, train_student, train_teacher
+from models.inference import predict_logits
+from models.training import TrainStats, make_optimizer, train_student, train_teacher
 from recdistill_dagster.config import DistillConfig, OptimConfig, SamplingPolicy, StudentArch, TeacherArch
 from recdistill_dagster.data.schema import TEACHER_LOGIT_SCHEMA
 from tests.models.conftest import make_frame, with_teacher_columns

@@ -1,0 +1,200 @@
+"""Stage: one student's transferability report for one training partition (progressive validation).
+
+The teacher, the distilled student and its baseline after day d are scored on day d+1's unsampled
+log; the day's AUCs, gains and η come with paired-bootstrap intervals, and the cumulated scope is
+folded from the previous report day's stored aggregate (so it costs the same on every day).
+"""
+
+import statistics
+import time
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import numpy as np
+import polars as pl
+import torch
+
+from models.debias import calibrated_probability
+from models.features import frame_to_tensors
+from models.inference import predict_logits
+from recdistill_dagster import layout
+from recdistill_dagster.calendar import previous_partition, require_training_partition
+from recdistill_dagster.config import StudentConfig
+from recdistill_dagster.errors import PipelineStepError
+from recdistill_dagster.graph import TEACHER_CHECKPOINT, StudentKeys, partition_ref
+from recdistill_dagster.registry import parse_snapshot_id
+from recdistill_dagster.report.calibration import calibration_bins
+from recdistill_dagster.report.estimate import (
+    DayEstimate,
+    cumulative_estimate,
+    day_estimate,
+    from_stored,
+    replicates_frame,
+)
+from recdistill_dagster.report.models import AUX, DISTILLED, RAW, TEACHER
+from recdistill_dagster.report.schema import LossSummary, Parameters, ServingCost, TransferabilityReport
+from recdistill_dagster.stages.chain import LoadedCheckpoint, Provenance, load_checkpoint, snapshot_id
+from recdistill_dagster.stages.context import StageContext
+from recdistill_dagster.stages.inputs import load_samples, require_files
+from recdistill_dagster.stages.student import chain_of, load_student
+from recdistill_dagster.stages.teacher import TEACHER as TEACHER_CHAIN
+from recdistill_dagster.stages.teacher import load_teacher
+
+
+@dataclass
+class ReportResult:
+    report: TransferabilityReport
+    provenance: Provenance
+    report_url: str
+
+
+def _teacher_eval_logits(ctx: StageContext, checkpoint: LoadedCheckpoint, eval_frame: pl.DataFrame,
+                         partition: date) -> np.ndarray:
+    """The teacher snapshot's raw logits on the eval day, scored once per snapshot.
+
+    The teacher is the costliest model to run, and one snapshot is scored by every student's report,
+    so the scores are stored keyed by the snapshot and reused when they cover exactly the eval rows in
+    the same order.
+    """
+    _, _, run = parse_snapshot_id(checkpoint.snapshot_id)
+    path = layout.teacher_eval_scores_path(partition, run)
+    if ctx.store.exists(path):
+        cached = ctx.store.read_parquet(path)
+        if cached["sample_id"].equals(eval_frame["sample_id"]) and cached["logit"].is_finite().all():
+            return cached["logit"].to_numpy(writable=True)
+    logit = predict_logits(load_teacher(ctx, checkpoint), eval_frame, history_len=ctx.config.teacher.arch.seq_len,
+                           batch_size=ctx.config.eval.batch_size, device=ctx.device)["logit"]
+    if np.isfinite(logit).all():  # a diverged teacher's scores are recomputed, never cached
+        ctx.store.write_parquet(path, pl.DataFrame({"sample_id": eval_frame["sample_id"], "logit": logit}))
+    return logit
+
+
+def _microseconds_per_prediction(ctx: StageContext, module: torch.nn.Module, eval_frame: pl.DataFrame,
+                                 history_len: int) -> float:
+    """Median wall time per prediction of `module` on a batch of the eval day's rows (after a warm-up)."""
+    config = ctx.config.eval
+    batch = frame_to_tensors(eval_frame.head(config.serving_batch_size), history_len).to(ctx.device)
+    timings = []
+    with torch.no_grad():
+        module(batch.sparse, batch.dense, batch.history)
+        for _ in range(config.serving_repeats):
+            started = time.perf_counter()
+            module(batch.sparse, batch.dense, batch.history)
+            timings.append(time.perf_counter() - started)
+    return statistics.median(timings) / len(batch) * 1e6
+
+
+def _previous_aggregate(ctx: StageContext, student: StudentConfig, partition: date) -> DayEstimate | None:
+    """Yesterday's cumulated scope and replicates; none on the first report day."""
+    previous = previous_partition(ctx.config.calendar, partition)
+    if previous is None:
+        return None
+    keys = StudentKeys(student.name)
+    path = layout.report_path(student.name, previous)
+    if not ctx.store.exists(path):
+        raise PipelineStepError(
+            f"{keys.report} {partition}: the report of {previous} is missing, so the cumulated numbers would "
+            "silently skip a day; materialize it first"
+        )
+    report = TransferabilityReport.model_validate(ctx.store.read_json(path, what=f"{keys.report} {previous}"))
+    expected = [d.isoformat() for d in ctx.config.calendar.training_days() if d < partition]
+    if report.cumulative.days != expected:
+        raise PipelineStepError(
+            f"{keys.report} {partition}: the report of {previous} cumulates {report.cumulative.days}, expected "
+            f"{expected}; re-materialize the reports from the first differing day"
+        )
+    stored = from_stored(report.cumulative, ctx.store.read_parquet(layout.report_path(student.name, previous,
+                                                                                      "replicates.parquet")),
+                         "cumulative")
+    if any(len(r) != ctx.config.eval.bootstrap_samples for r in stored.replicates.values()):
+        raise PipelineStepError(
+            f"{keys.report} {partition}: the report of {previous} has a different number of bootstrap replicates "
+            f"than eval.bootstrap_samples={ctx.config.eval.bootstrap_samples}; re-materialize every report"
+        )
+    return stored
+
+
+def evaluate_partition(ctx: StageContext, student: StudentConfig, partition: date) -> ReportResult:
+    """Score teacher, distilled student and baseline after `partition` on the next day; write the report."""
+    config, store = ctx.config, ctx.store
+    require_training_partition(config.calendar, partition)
+    keys = StudentKeys(student.name)
+    eval_day = partition + timedelta(days=1)
+    eval_path = layout.samples_path("eval", eval_day)
+    require_files(store, {eval_day: eval_path}, "eval_samples", f"{keys.report} {partition}",
+                  "materialize that data partition first")
+    eval_frame = load_samples(store, eval_path, "eval_samples", eval_day)
+    teacher_ckpt = load_checkpoint(store, TEACHER_CHAIN, partition)
+    distilled_ckpt = load_checkpoint(store, chain_of(student, "distilled"), partition)
+    baseline_ckpt = load_checkpoint(store, chain_of(student, "baseline"), partition)
+    distilled = load_student(ctx, student, distilled_ckpt)
+    baseline = load_student(ctx, student, baseline_ckpt)
+    history_len, batch_size = student.arch.seq_len, config.eval.batch_size
+    distill_out = predict_logits(distilled, eval_frame, history_len=history_len, batch_size=batch_size,
+                                 device=ctx.device)
+    baseline_out = predict_logits(baseline, eval_frame, history_len=history_len, batch_size=batch_size,
+                                  device=ctx.device)
+    source = eval_frame["traffic_source"].to_numpy()
+    teacher_logit = _teacher_eval_logits(ctx, teacher_ckpt, eval_frame, partition)
+    aux = distill_out.get("aux")
+    columns = {
+        TEACHER.key: calibrated_probability(teacher_logit, config.sampling.teacher, source),
+        RAW.key: calibrated_probability(baseline_out["main"], student.sampling, source),
+        DISTILLED.key: calibrated_probability(distill_out["main"], student.sampling, source),
+        AUX.key: (calibrated_probability(aux, student.sampling, source) if aux is not None
+                  else np.full(len(source), np.nan)),
+    }
+    predictions = eval_frame.select("sample_id", "day", "label", "p_true", "traffic_source").with_columns(
+        **{key: pl.Series(values) for key, values in columns.items()})
+    predictions_url = store.write_parquet(layout.report_path(student.name, partition, "predictions.parquet"),
+                                          predictions)
+
+    daily = day_estimate(predictions, partition.isoformat(), config.eval,
+                         seed=config.eval.seed + config.calendar.day_index(partition))
+    cumulative = cumulative_estimate(_previous_aggregate(ctx, student, partition), daily, config.eval)
+    replicates_url = store.write_parquet(layout.report_path(student.name, partition, "replicates.parquet"),
+                                         replicates_frame(daily, cumulative))
+
+    labels = predictions["label"].to_numpy().astype(np.float64)
+    p_true = predictions["p_true"].to_numpy() if predictions["p_true"].null_count() == 0 else None
+    calibration = {key: calibration_bins(values, labels, p_true) for key, values in columns.items()
+                   if np.isfinite(values).all()}
+    teacher = load_teacher(ctx, teacher_ckpt)
+    served = distilled.serving_module(student.sampling).eval()
+    n_teacher = sum(p.numel() for p in teacher.parameters())
+    n_served = sum(p.numel() for p in served.parameters())
+    serving = ServingCost(
+        batch_size=config.eval.serving_batch_size,
+        student_us=_microseconds_per_prediction(ctx, served, eval_frame, history_len),
+        teacher_us=_microseconds_per_prediction(ctx, teacher, eval_frame, config.teacher.arch.seq_len),
+    )
+    losses = distilled_ckpt.meta.get("losses") or {}
+    snapshots = {"teacher": teacher_ckpt.snapshot_id, "distilled": distilled_ckpt.snapshot_id,
+                 "baseline": baseline_ckpt.snapshot_id}
+    inputs = {
+        partition_ref(TEACHER_CHECKPOINT, partition): snapshots["teacher"],
+        partition_ref(keys.distilled, partition): snapshots["distilled"],
+        partition_ref(keys.baseline, partition): snapshots["baseline"],
+    }
+    previous = previous_partition(config.calendar, partition)
+    if previous is not None:
+        previous_report = store.read_json(layout.report_path(student.name, previous))
+        inputs[partition_ref(keys.report, previous)] = previous_report["version"]
+    provenance = Provenance(version=snapshot_id(f"{student.name}/report", partition, ctx.identity), inputs=inputs,
+                            teacher_snapshots=[snapshots["teacher"]])
+    report = TransferabilityReport(
+        version=provenance.version, student=student.name, role=student.role, profile=config.profile,
+        day=partition.isoformat(), eval_day=eval_day.isoformat(),
+        daily=daily.scope, cumulative=cumulative.scope, calibration=calibration,
+        losses=LossSummary(alpha=student.distill.alpha, task_loss=losses.get("task_loss"),
+                           distill_loss=losses.get("distill_loss"), history=losses.get("history", [])),
+        snapshots=snapshots,
+        mlflow_runs={role: ckpt.meta.get("mlflow_run_id") for role, ckpt in
+                     (("teacher", teacher_ckpt), ("distilled", distilled_ckpt), ("baseline", baseline_ckpt))},
+        teacher_snapshots_in_student=list(distilled_ckpt.meta.get("teacher_snapshots", [])),
+        parameters=Parameters(teacher=n_teacher, student=sum(p.numel() for p in distilled.parameters()),
+                              served=n_served, served_to_teacher=n_served / n_teacher),
+        serving=serving, inputs=inputs, predictions=predictions_url, replicates=replicates_url,
+    )
+    url = store.write_json(layout.report_path(student.name, partition), report.model_dump(mode="json"))
+    return ReportResult(report=report, provenance=provenance, report_url=url)

@@ -1,0 +1,211 @@
+"""Stage: train the teacher on one training partition, recording its logits in the training forward pass.
+
+The chain continues from the last usable snapshot (a rollback skips unhealthy or bad ones). The new
+snapshot is checked for health (on the day's held-out rows, against the last good snapshot) and
+registered with the verdict; the teacher_health asset check reports it and the rollback sensor acts
+on it.
+"""
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from models.debias import calibrated_probability
+from models.inference import predict_logits
+from models.teacher import TeacherModel
+from models.training import TrainStats, make_optimizer, train_teacher
+from recdistill_dagster import layout
+from recdistill_dagster.calendar import days_of_partition
+from recdistill_dagster.data.schema import validate_teacher_logits
+from recdistill_dagster.graph import TEACHER_CHECKPOINT, TEACHER_SAMPLES, partition_ref
+from recdistill_dagster.health import HealthInputs, HealthVerdict, assess_teacher, holdout_rows
+from recdistill_dagster.registry import SnapshotRecord, SnapshotRegistry
+from recdistill_dagster.stages.chain import (
+    ChainStart,
+    LoadedCheckpoint,
+    Provenance,
+    chain_inputs,
+    checkpoint_meta,
+    continue_chain,
+    fingerprint,
+    save_checkpoint,
+    snapshot_id,
+    teacher_chain,
+    train_schedule,
+)
+from recdistill_dagster.stages.context import StageContext
+from recdistill_dagster.stages.inputs import load_samples, require_files
+
+TEACHER = teacher_chain(TEACHER_CHECKPOINT)
+
+
+@dataclass
+class TeacherResult:
+    partition: date
+    provenance: Provenance
+    parent_snapshot: str | None
+    phase: str
+    days: list[date]
+    stats: TrainStats
+    checkpoint_url: str
+    logit_urls: dict[str, str]
+    n_logits: int
+    logit_mean: float
+    logit_std: float
+    n_parameters: int
+    health: HealthVerdict
+    attempt: int
+    fault: str | None = None  # the injected fault, if this materialization had one
+    rolled_back_over: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def snapshot_id(self) -> str:
+        return self.provenance.version
+
+
+def build_teacher(ctx: StageContext) -> TeacherModel:
+    torch.manual_seed(ctx.config.teacher.seed)
+    return TeacherModel(ctx.vocab, ctx.config.teacher.arch)
+
+
+def load_teacher(ctx: StageContext, checkpoint: LoadedCheckpoint) -> TeacherModel:
+    """A teacher snapshot's weights in a fresh model, in eval mode on the context's device."""
+    model = build_teacher(ctx)
+    model.load_state_dict(checkpoint.payload["model"])
+    return model.to(ctx.device).eval()
+
+
+def _inject_fault(ctx: StageContext, days: list[date], attempt: int, model: torch.nn.Module,
+                  optimizer: torch.optim.Optimizer) -> str | None:
+    """Drill: make this day's teacher training go bad (config `faults.teacher`)."""
+    fault = ctx.config.faults.teacher
+    if fault is None or fault.day not in days or attempt > fault.attempts:
+        return None
+    if fault.mode == "divergence":
+        for group in optimizer.param_groups:
+            group["lr"] *= fault.lr_multiplier
+        return f"divergence (learning rate ×{fault.lr_multiplier:g}, attempt {attempt})"
+    with torch.no_grad():  # a corrupted update: the output bias becomes NaN, so every logit is NaN
+        list(model.parameters())[-1].fill_(math.nan)
+    return f"nan (output bias set to NaN, attempt {attempt})"
+
+
+def _assess_health(ctx: StageContext, day: date, model: TeacherModel, start: ChainStart,
+                   recorded: np.ndarray) -> HealthVerdict:
+    """Score the day's held-out rows with this and the last good snapshot, then apply the health rules."""
+    config = ctx.config
+    eval_frame = load_samples(ctx.store, layout.samples_path("eval", day), "eval_samples", day)
+    trained_ids = ctx.store.scan_parquet(layout.samples_path("teacher", day)).select("sample_id").collect()
+    trained = eval_frame.select("sample_id").with_row_index("row").join(
+        trained_ids, on="sample_id", how="semi")["row"].to_numpy()
+    labels = eval_frame["label"].to_numpy().astype(np.float64)
+    traffic_sources = eval_frame["traffic_source"].to_numpy()
+    held_out = holdout_rows(labels, traffic_sources, trained, config.sampling.teacher,
+                            config.health.min_holdout_positives)
+    holdout = held_out.rows
+    seq_len, batch_size = config.teacher.arch.seq_len, config.eval.batch_size
+    scores = predict_logits(model, eval_frame, history_len=seq_len, batch_size=batch_size, device=ctx.device)["logit"]
+    calibrated = calibrated_probability(scores, config.sampling.teacher, traffic_sources)
+    reference_scores = None
+    if start.parent is not None:
+        reference = load_teacher(ctx, start.parent)
+        reference_scores = predict_logits(reference, eval_frame.filter(pl.Series(holdout)), history_len=seq_len,
+                                          batch_size=batch_size, device=ctx.device)["logit"]
+    inputs = HealthInputs(
+        recorded_logits=recorded,
+        holdout_labels=labels[holdout],
+        holdout_scores=scores[holdout],
+        holdout_weights=held_out.weights,
+        reference_holdout_scores=reference_scores,
+        mean_predicted_rate=float(np.mean(calibrated)) if calibrated.size else math.nan,
+        observed_rate=float(labels.mean()) if labels.size else math.nan,
+        reference_snapshot=start.parent_snapshot,
+        holdout_sources=held_out.sources,
+        holdout_whole_day=held_out.whole_day,
+    )
+    return assess_teacher(inputs, config.health)
+
+
+def train_teacher_partition(ctx: StageContext, partition: date) -> TeacherResult:
+    """Train one partition (the batch window or one streaming day); write checkpoint and logits."""
+    config = ctx.config
+    days = days_of_partition(config.calendar, partition)
+    fix = "materialize (or backfill) those data partitions first"
+    require_files(ctx.store, {d: layout.samples_path("teacher", d) for d in days}, "teacher_samples",
+                  f"teacher_checkpoint {partition}", fix)
+    require_files(ctx.store, {days[-1]: layout.samples_path("eval", days[-1])}, "eval_samples (held-out rows)",
+                  f"teacher_checkpoint {partition}", fix)
+    registry = SnapshotRegistry(ctx.store)
+    attempt = registry.attempts(partition) + 1
+    model = build_teacher(ctx).to(ctx.device)
+    optim_cfg = config.teacher.optim
+    optimizer = make_optimizer(model, optim_cfg)
+    arch = config.teacher.arch.model_dump(mode="json")
+    start = continue_chain(ctx, TEACHER, partition, model, optimizer, arch, usable=registry.is_usable)
+    fault = _inject_fault(ctx, days, attempt, model, optimizer)
+    snapshot = snapshot_id(TEACHER.role, partition, ctx.identity)
+    loaders = [
+        (d, lambda d=d: load_samples(ctx.store, layout.samples_path("teacher", d), "teacher_samples", d))
+        for d in days
+    ]
+    stats, logits_by_day = train_teacher(
+        model, optimizer, loaders,
+        **train_schedule(ctx, optim_cfg, partition),
+        record_epoch=config.teacher.record_epoch,
+        snapshot_id=snapshot,
+        start_step=start.start_step,
+        seed=config.teacher.seed + config.calendar.day_index(partition),
+        device=ctx.device,
+        grad_clip=optim_cfg.grad_clip,
+        history_len=config.teacher.arch.seq_len,
+        log_every=config.runtime.log_every_steps,
+        progress=ctx.progress,
+    )
+    if fault and config.faults.teacher and config.faults.teacher.mode == "divergence":
+        for group in optimizer.param_groups:  # the saved optimizer state keeps the configured rate
+            group["lr"] /= config.faults.teacher.lr_multiplier
+    logit_urls: dict[str, str] = {}
+    for d in days:
+        frame = logits_by_day[d]
+        validate_teacher_logits(frame, partition=f"{partition} (day {d})", allow_nonfinite=True)
+        logit_urls[d.isoformat()] = ctx.store.write_parquet(layout.teacher_logits_path(partition, d), frame)
+    logits = np.concatenate([logits_by_day[d]["teacher_logit"].to_numpy() for d in days])
+    health = _assess_health(ctx, days[-1], model, start, logits)
+    provenance = Provenance(
+        version=snapshot,
+        inputs=chain_inputs(TEACHER, start),
+        teacher_snapshots=[snapshot, *([start.parent_snapshot] if start.parent_snapshot else [])],
+    )
+    meta = checkpoint_meta(ctx, TEACHER, partition, provenance, start, days, stats, arch,
+                           fingerprint(config.teacher.model_dump(mode="json")),
+                           upstream_samples=[partition_ref(TEACHER_SAMPLES, d) for d in days],
+                           rolled_back_over=start.rolled_back_over, attempt=attempt)
+    checkpoint_url = save_checkpoint(ctx.store, TEACHER, partition, model, optimizer, meta)
+    registry.register(SnapshotRecord(
+        snapshot_id=snapshot, partition=partition, attempt=attempt,
+        status="good" if health.passed else "unhealthy",
+        dagster_run_id=ctx.identity.run_id, mlflow_run_id=ctx.identity.tracking_run_id,
+        parent_snapshot=start.parent_snapshot, created_at=datetime.now(UTC), checkpoint_url=checkpoint_url,
+        health=_json_safe(health.metrics), reason=None if health.passed else health.description,
+    ))
+    finite = logits[np.isfinite(logits)]
+    return TeacherResult(
+        partition=partition, provenance=provenance, parent_snapshot=start.parent_snapshot,
+        phase=start.phase, days=days, stats=stats, checkpoint_url=checkpoint_url,
+        logit_urls=logit_urls, n_logits=int(logits.size),
+        logit_mean=float(finite.mean()) if finite.size else math.nan,
+        logit_std=float(finite.std()) if finite.size else math.nan,
+        n_parameters=sum(p.numel() for p in model.parameters()), health=health, attempt=attempt,
+        fault=fault, rolled_back_over=start.rolled_back_over, meta=meta,
+    )
+
+
+def _json_safe(values: dict[str, Any]) -> dict[str, Any]:
+    """NaN/inf become None so the registry's JSON stays standard."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in values.items()}

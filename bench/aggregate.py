@@ -9,6 +9,7 @@
 """
 
 import json
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,12 @@ import numpy as np
 import polars as pl
 import torch
 
-from bench.runner import CellRun
+from bench.runner import STUDENT, CellRun
 from models.debias import distill_logits
 from models.metrics import SeedRun, auc, logloss, pooled_seed_gains
+from recdistill_dagster import layout
 from recdistill_dagster.data.schema import SAMPLING_COLUMNS, TEACHER_SAMPLING_COLUMNS
+from recdistill_dagster.graph import StudentKeys
 
 MODELS = ("teacher", "student_raw", "student_distill", "student_aux")
 
@@ -27,14 +30,15 @@ MODELS = ("teacher", "student_raw", "student_distill", "student_aux")
 def _predictions(run: CellRun) -> pl.DataFrame:
     frames = []
     for day in run.config.calendar.training_days():
-        frame = pl.read_parquet(run.home / "reports" / day.isoformat() / "predictions.parquet")
+        frame = pl.read_parquet(run.home / layout.report_path(STUDENT, day, "predictions.parquet"))
         frames.append(frame.with_columns(report_day=pl.lit(day.isoformat())))
     return pl.concat(frames)
 
 
 def _report(run: CellRun) -> dict[str, Any]:
-    last = run.config.calendar.last_training_day.isoformat()
-    return json.loads((run.home / "reports" / last / "transferability.json").read_text())
+    report: dict[str, Any] = json.loads(
+        (run.home / layout.report_path(STUDENT, run.config.calendar.last_training_day)).read_text())
+    return report
 
 
 def _finite(values: np.ndarray) -> bool:
@@ -64,10 +68,11 @@ def _loss_magnitudes(run: CellRun) -> dict[str, Any] | None:
     """Per training partition: task loss, distillation CE, its KL part, and their ratios (means)."""
     from dagster import AssetKey, DagsterInstance
 
-    distill = run.config.student.distill
+    distill = run.config.student(STUDENT).distill
     rows = []
     with DagsterInstance.from_config(str(run.home / "dagster")) as instance:
-        records = instance.fetch_materializations(AssetKey("student_checkpoint"), limit=1000).records
+        records = instance.fetch_materializations(AssetKey.from_user_string(StudentKeys(STUDENT).distilled),
+                                                  limit=1000).records
     latest: dict[str, Any] = {}
     for record in sorted(records, key=lambda r: r.storage_id):
         mat = record.asset_materialization
@@ -94,7 +99,7 @@ def _loss_magnitudes(run: CellRun) -> dict[str, Any] | None:
 
 def _target_entropy(run: CellRun, partition: str) -> float | None:
     """Mean binary entropy of the distillation targets p_T over the partition's matched rows."""
-    folder = run.home / "student_dataset" / partition
+    folder = (run.home / layout.student_dataset_manifest_path(STUDENT, date.fromisoformat(partition))).parent
     if not folder.exists():
         return None
     frame = pl.concat([pl.read_parquet(f) for f in sorted(folder.glob("*.parquet"))]).filter(
@@ -102,7 +107,7 @@ def _target_entropy(run: CellRun, partition: str) -> float | None:
     )
     if frame.height == 0:
         return None
-    distill = run.config.student.distill
+    distill = run.config.student(STUDENT).distill
     logit = torch.tensor(frame["teacher_logit"].to_numpy(), dtype=torch.float64)
     student_sampling = torch.tensor(frame.select(SAMPLING_COLUMNS).to_numpy(), dtype=torch.float64)
     teacher_sampling = torch.tensor(frame.select(TEACHER_SAMPLING_COLUMNS).to_numpy(), dtype=torch.float64)
@@ -152,8 +157,8 @@ def summarize_cell(runs: list[CellRun], *, n_boot: int, seed: int = 0) -> dict[s
                     for m in MODELS if m != "student_aux" or aux_ok},
         "per_seed": main.per_seed,
         "per_day": per_day,
-        "params": {"teacher": params["teacher"], "student": params["student"],
-                   "ratio": params["student_to_teacher"]},
+        "params": {"teacher": params["teacher"], "student": params["student"], "served": params["served"],
+                   "ratio": params["served_to_teacher"]},
         "calibration": calibration(pooled_frame, sources),
         "losses": _mean_losses(losses),
         "wall_seconds": sum(run.seconds for run in runs),
@@ -164,11 +169,16 @@ def summarize_cell(runs: list[CellRun], *, n_boot: int, seed: int = 0) -> dict[s
 
 def _without_seed(overrides: dict[str, Any]) -> dict[str, Any]:
     out = json.loads(json.dumps(overrides))
-    for section in ("teacher", "student"):
-        if isinstance(out.get(section), dict):
-            out[section].pop("seed", None)
-            if not out[section]:
-                out.pop(section)
+    if isinstance(out.get("teacher"), dict):
+        out["teacher"].pop("seed", None)
+        if not out["teacher"]:
+            out.pop("teacher")
+    entries = [{k: v for k, v in entry.items() if k != "seed"} for entry in out.get("students", [])]
+    entries = [entry for entry in entries if set(entry) != {"name"}]
+    if entries:
+        out["students"] = entries
+    else:
+        out.pop("students", None)
     return out
 
 

@@ -11,6 +11,8 @@ protocol, fewer days and impressions) so that the main result and a few variants
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.runner import STUDENT
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -34,12 +36,17 @@ class Experiment:
     note: str = ""
 
 
+def _student(**section: Any) -> dict[str, Any]:
+    """Overrides of the measured student's entry (merged by name onto the profile's)."""
+    return {"students": [{"name": STUDENT, **section}]}
+
+
 def _distill(**values: Any) -> dict[str, Any]:
-    return {"student": {"distill": values}}
+    return _student(distill=values)
 
 
 def _student_arch(**values: Any) -> dict[str, Any]:
-    return {"student": {"arch": values}}
+    return _student(arch=values)
 
 
 DEFAULT = Cell("default", {}, "default recipe")

@@ -18,16 +18,21 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
+from recdistill_dagster import layout
 from recdistill_dagster.config import PipelineConfig, deep_merge, load_config
+from recdistill_dagster.graph import GROUP_TEACHER, StudentKeys
 from recdistill_dagster.home import DAGSTER_YAML
 
+# The student every cell measures (the bench profile's only enabled student); cells override its entry.
+STUDENT = "ranker"
 # What each shared artifact depends on (sections of the resolved config).
-DATA_SECTIONS = ("data", "sampling", "calendar")
+DATA_SECTIONS = ("data", "sampling", "calendar", "students")
 TEACHER_SECTIONS = ("teacher",)
-BASELINE_STUDENT_KEYS = ("arch", "optim", "seed")  # not `distill`: the baseline never distills
+BASELINE_STUDENT_KEYS = ("arch", "optim", "sampling", "seed")  # not `distill`: the baseline never distills
 REGISTRY = "registry.json"
 DONE = "bench-cell.json"
 
@@ -36,7 +41,7 @@ def seed_overrides(seed: int) -> dict[str, Any]:
     """Seed s re-initializes and re-shuffles both models; the world and evaluation stay fixed."""
     if seed == 0:
         return {}
-    return {"teacher": {"seed": 101 + 1000 * seed}, "student": {"seed": 202 + 1000 * seed}}
+    return {"teacher": {"seed": 101 + 1000 * seed}, "students": [{"name": STUDENT, "seed": 202 + 1000 * seed}]}
 
 
 def _digest(payload: Any) -> str:
@@ -45,8 +50,12 @@ def _digest(payload: Any) -> str:
 
 def share_keys(config: PipelineConfig) -> dict[str, str]:
     dumped = config.model_dump(mode="json")
+    # The streams depend on each student's sampling policy only (a stream per student), not on its model.
+    dumped["students"] = [{"name": s["name"], "enabled": s["enabled"], "sampling": s["sampling"]}
+                          for s in dumped["students"]]
     data = _digest({k: dumped[k] for k in DATA_SECTIONS})
-    student = {k: dumped["student"][k] for k in BASELINE_STUDENT_KEYS}
+    spec = config.student(STUDENT).model_dump(mode="json")
+    student = {k: spec[k] for k in BASELINE_STUDENT_KEYS}
     return {
         "data": data,
         "teacher": _digest([data, *(dumped[k] for k in TEACHER_SECTIONS), dumped["runtime"]]),
@@ -56,9 +65,9 @@ def share_keys(config: PipelineConfig) -> dict[str, str]:
 
 # Folders of the artifact store that each shared part owns.
 SHARED_PATHS = {
-    "data": ("samples",),
-    "teacher": ("teacher_logits", "checkpoints/teacher", "eval_scores/teacher"),
-    "student_baseline": ("checkpoints/student_baseline",),
+    "data": ("samples", f"students/{STUDENT}/samples"),
+    "teacher": ("teacher_logits", "checkpoints/teacher", "eval_scores/teacher", "registry"),
+    "student_baseline": (str(Path(layout.student_checkpoint_path(STUDENT, "baseline", date(2000, 1, 1))).parent),),
 }
 
 
@@ -111,9 +120,16 @@ def _link_shared(home: Path, provider: Path, part: str) -> None:
 REPORT_BOOTSTRAP = {"eval": {"bootstrap_samples": 20}}
 
 
+def only_the_measured_student(profile: str) -> dict[str, Any]:
+    """Overrides that leave the profile's other students out of the cells (they would only cost time)."""
+    others = [s.name for s in load_config(profile).students if s.name != STUDENT]
+    return {"students": [{"name": name, "enabled": False} for name in others]} if others else {}
+
+
 def cell_identity(profile: str, overrides: dict[str, Any], seed: int) -> tuple[dict[str, Any], PipelineConfig, str]:
     """The cell's full overrides, resolved config and fingerprint (identical configs share a home)."""
-    merged = deep_merge(deep_merge(overrides, REPORT_BOOTSTRAP), seed_overrides(seed))
+    fixed = deep_merge(REPORT_BOOTSTRAP, only_the_measured_student(profile))
+    merged = deep_merge(deep_merge(deep_merge(fixed, overrides), fixed), seed_overrides(seed))
     config = load_config(profile, overrides=merged)
     return merged, config, _digest([profile, config.model_dump(mode="json")])
 
@@ -212,9 +228,9 @@ def _materialize(home: Path, profile: str, config_file: str, config: PipelineCon
             return
         job = defs.resolve_job_def(DAILY_TRAINING_JOB)
         skip = {spec.key for spec in defs.resolve_all_asset_specs()
-                if (spec.group_name == "teacher" and "teacher" in shared)}
+                if (spec.group_name == GROUP_TEACHER and "teacher" in shared)}
         if "student_baseline" in shared:
-            skip.add(AssetKey("student_baseline_checkpoint"))
+            skip.add(AssetKey.from_user_string(StudentKeys(STUDENT).baseline))
         selection = None
         if skip:
             selection = [key for key in job.asset_layer.executable_asset_keys if key not in skip]

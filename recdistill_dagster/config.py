@@ -509,6 +509,10 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
         if isinstance(value, Mapping) and isinstance(current, Mapping):
             merged[key] = deep_merge(current, value)
         elif _named_entries(value) and _named_entries(current):
+            names = [entry["name"] for entry in value]
+            duplicates = sorted({n for n in names if names.count(n) > 1})
+            if duplicates:
+                raise ConfigError(f"{key}: duplicate name(s) {', '.join(map(str, duplicates))}")
             entries = {entry["name"]: dict(entry) for entry in current}
             for entry in value:
                 entries[entry["name"]] = deep_merge(entries.get(entry["name"], {}), entry)

@@ -164,15 +164,18 @@ def chain_inputs(chain: Chain, start: ChainStart) -> dict[str, str]:
     return {partition_ref(chain.asset, start.previous): start.parent_snapshot}
 
 
-def phase_schedule(optim: OptimConfig, calendar_batch: bool) -> dict[str, int]:
-    """The batch phase trains to convergence (more epochs, optionally bigger batches)."""
-    if calendar_batch:
-        return {"epochs": optim.batch_phase_epochs, "batch_size": optim.batch_phase_batch_size or optim.batch_size}
-    return {"epochs": optim.streaming_epochs, "batch_size": optim.batch_size}
+@dataclass(frozen=True)
+class PhaseSchedule:
+    epochs: int
+    batch_size: int
 
 
-def train_schedule(ctx: StageContext, optim: OptimConfig, partition: date) -> dict[str, int]:
-    return phase_schedule(optim, is_batch_partition(ctx.config.calendar, partition))
+def train_schedule(ctx: StageContext, optim: OptimConfig, partition: date) -> PhaseSchedule:
+    """The batch phase trains to convergence (more epochs, optionally bigger batches); a streaming day
+    makes `streaming_epochs` passes."""
+    if is_batch_partition(ctx.config.calendar, partition):
+        return PhaseSchedule(optim.batch_phase_epochs, optim.batch_phase_batch_size or optim.batch_size)
+    return PhaseSchedule(optim.streaming_epochs, optim.batch_size)
 
 
 def checkpoint_meta(ctx: StageContext, chain: Chain, partition: date, provenance: Provenance,

@@ -107,9 +107,11 @@ def train_student_partition(ctx: StageContext, student: StudentConfig, partition
     arch = student.arch.model_dump(mode="json")
     start = continue_chain(ctx, chain, partition, model, optimizer, arch)
     loaders = [(d, lambda path=path, d=d: load_samples(ctx.store, path, table, d)) for d, path in paths.items()]
+    schedule = train_schedule(ctx, student.optim, partition)
     stats = train_student(
         model, optimizer, loaders,
-        **train_schedule(ctx, student.optim, partition),
+        epochs=schedule.epochs,
+        batch_size=schedule.batch_size,
         distill=student.distill if distilled else None,
         towers=student.arch.towers,
         start_step=start.start_step,

@@ -154,9 +154,11 @@ def train_teacher_partition(ctx: StageContext, partition: date) -> TeacherResult
         (d, lambda d=d: load_samples(ctx.store, layout.samples_path("teacher", d), "teacher_samples", d))
         for d in days
     ]
+    schedule = train_schedule(ctx, optim_cfg, partition)
     stats, logits_by_day = train_teacher(
         model, optimizer, loaders,
-        **train_schedule(ctx, optim_cfg, partition),
+        epochs=schedule.epochs,
+        batch_size=schedule.batch_size,
         record_epoch=config.teacher.record_epoch,
         snapshot_id=snapshot,
         start_step=start.start_step,

@@ -36,7 +36,7 @@ def test_cells_share_streams_teacher_and_baseline_and_are_summarized(tmp_path: P
     from bench.runner import run_cell
 
     monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mpl"))
-    alpha = {"student": {"distill": {"alpha": 10.0}}}
+    alpha = {"students": [{"name": "ranker", "distill": {"alpha": 10.0}}]}
     pool = CellPool(tmp_path, jobs=1, log=lambda _: None)
     pool.submit("alpha_10", "tiny", alpha, 0, is_default=False)
     pool.submit("default", "tiny", {}, 0, is_default=True)
@@ -47,11 +47,13 @@ def test_cells_share_streams_teacher_and_baseline_and_are_summarized(tmp_path: P
     assert set(second.shared_from) == {"data", "teacher", "student_baseline"}
     assert second.shared_from["teacher"] == str(first.home)
     assert (second.home / "checkpoints" / "teacher").is_symlink()
+    assert not second.config.student("ranker").distill.alpha == first.config.student("ranker").distill.alpha
+    assert [s.name for s in second.config.active_students] == ["ranker"]  # the measured student only
     with DagsterInstance.from_config(str(second.home / "dagster")) as instance:
         assert not instance.fetch_materializations(AssetKey("teacher_checkpoint"), limit=10).records
-        assert not instance.fetch_materializations(AssetKey("student_baseline_checkpoint"), limit=10).records
+        assert not instance.fetch_materializations(AssetKey(["ranker", "baseline_checkpoint"]), limit=10).records
         days = {r.asset_materialization.partition
-                for r in instance.fetch_materializations(AssetKey("student_checkpoint"), limit=10).records}
+                for r in instance.fetch_materializations(AssetKey(["ranker", "student_checkpoint"]), limit=10).records}
     assert days == {d.isoformat() for d in second.config.calendar.training_days()}
     assert run_cell(tmp_path, "alpha_10", "tiny", alpha, 0).reused
 
@@ -68,7 +70,7 @@ def test_pool_runs_each_configuration_once_after_what_it_links(tmp_path: Path) -
     from bench.pool import DEFAULT_CELL, OWN_TEACHER_CELL, STREAMS, CellPool
 
     pool = CellPool(tmp_path, jobs=1, log=lambda _: None)
-    alpha = {"student": {"distill": {"alpha": 10.0}}}
+    alpha = {"students": [{"name": "ranker", "distill": {"alpha": 10.0}}]}
     small_teacher = {"teacher": {"arch": {"embed_dim": 6}}}
     for seed in (0, 1):
         pool.submit("alpha_10", "tiny", alpha, seed, is_default=False)

@@ -6,7 +6,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from recdistill_dagster.config import SamplingConfig, SamplingPolicy, SyntheticWorldConfig, load_config
+from recdistill_dagster.config import (
+    DEFAULT_STUDENT_SAMPLING,
+    SamplingConfig,
+    SamplingPolicy,
+    SyntheticWorldConfig,
+    load_config,
+)
 from recdistill_dagster.data.join import drop_logit_fraction, join_stats, join_student_dataset
 from recdistill_dagster.data.sampling import row_uniforms, sample_stream
 from recdistill_dagster.data.schema import (
@@ -22,6 +28,7 @@ from recdistill_dagster.data.synthetic import SyntheticWorld
 DAY = date(2026, 1, 1)
 POLICIES = SamplingConfig()
 SEED = POLICIES.seed
+STUDENT_POLICY = DEFAULT_STUDENT_SAMPLING
 
 
 @pytest.fixture(scope="module")
@@ -91,14 +98,14 @@ def test_keep_rates_match_the_policy(impressions: pl.DataFrame) -> None:
 
 def test_student_stream_is_a_subset_of_the_teacher_stream(impressions: pl.DataFrame) -> None:
     teacher = sample_stream(impressions, POLICIES.teacher, seed=SEED)
-    student = sample_stream(impressions, POLICIES.student, seed=SEED)
+    student = sample_stream(impressions, STUDENT_POLICY, seed=SEED)
     assert student.height < teacher.height
     assert student.join(teacher, on="sample_id", how="anti").height == 0
-    assert sample_stream(impressions, POLICIES.student, seed=SEED).equals(student)
-    assert not sample_stream(impressions, POLICIES.student, seed=SEED + 1).equals(student)
+    assert sample_stream(impressions, STUDENT_POLICY, seed=SEED).equals(student)
+    assert not sample_stream(impressions, STUDENT_POLICY, seed=SEED + 1).equals(student)
     # Row order does not change which rows are kept.
     shuffled = impressions.sample(fraction=1.0, shuffle=True, seed=0)
-    again = sample_stream(shuffled, POLICIES.student, seed=SEED).sort("sample_id")
+    again = sample_stream(shuffled, STUDENT_POLICY, seed=SEED).sort("sample_id")
     assert again.equals(student.sort("sample_id"))
 
 
@@ -109,7 +116,7 @@ def test_sampling_rejects_sources_without_a_rate(impressions: pl.DataFrame) -> N
 
 
 def test_sampling_an_empty_day(impressions: pl.DataFrame) -> None:
-    empty = sample_stream(impressions.head(0), POLICIES.student, seed=SEED)
+    empty = sample_stream(impressions.head(0), STUDENT_POLICY, seed=SEED)
     assert empty.height == 0 and empty.schema == impressions.schema
 
 
@@ -118,7 +125,7 @@ def test_sampling_an_empty_day(impressions: pl.DataFrame) -> None:
 
 def test_join_keeps_rows_without_logits(impressions: pl.DataFrame) -> None:
     teacher = sample_stream(impressions, POLICIES.teacher, seed=SEED)
-    student = sample_stream(impressions, POLICIES.student, seed=SEED)
+    student = sample_stream(impressions, STUDENT_POLICY, seed=SEED)
     logits = drop_logit_fraction(fake_logits(teacher), 0.2, seed=5)
     validate_teacher_logits(logits, partition=str(DAY))
     dataset = join_student_dataset(student.lazy(), logits.lazy()).collect()
@@ -133,7 +140,7 @@ def test_join_keeps_rows_without_logits(impressions: pl.DataFrame) -> None:
     )  # fmt: skip
     assert set(matched["sample_id"]) <= set(logits["sample_id"])
     assert (matched["teacher_r_s"] == POLICIES.teacher.r_s).all()  # teacher's, not student's, r_s
-    assert (matched["r_s"] == POLICIES.student.r_s).all()
+    assert (matched["r_s"] == STUDENT_POLICY.r_s).all()
 
     stats = join_stats(dataset.lazy())
     assert stats["n_rows"] == student.height and stats["n_matched"] == matched.height
@@ -144,7 +151,7 @@ def test_join_keeps_rows_without_logits(impressions: pl.DataFrame) -> None:
 
 
 def test_join_stats_edge_cases(impressions: pl.DataFrame) -> None:
-    student = sample_stream(impressions, POLICIES.student, seed=SEED)
+    student = sample_stream(impressions, STUDENT_POLICY, seed=SEED)
     full = join_stats(join_student_dataset(student.lazy(), fake_logits(student).lazy()))
     assert full["coverage"] == 1.0 and full["unmatched_label_rate"] is None
     none = join_stats(join_student_dataset(student.lazy(), fake_logits(student).head(0).lazy()))
@@ -160,7 +167,7 @@ def test_join_stats_edge_cases(impressions: pl.DataFrame) -> None:
 
 
 def test_join_refuses_duplicate_logits(impressions: pl.DataFrame) -> None:
-    student = sample_stream(impressions, POLICIES.student, seed=SEED)
+    student = sample_stream(impressions, STUDENT_POLICY, seed=SEED)
     logits = fake_logits(student)
     with pytest.raises(pl.exceptions.ComputeError):
         join_student_dataset(student.lazy(), pl.concat([logits, logits.head(3)]).lazy()).collect()

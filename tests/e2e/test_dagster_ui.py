@@ -3,15 +3,18 @@ asset pages with the report's η and the join coverage."""
 
 import json
 import re
+from datetime import date
 
 import pytest
 
+from recdistill_dagster import layout
 from recdistill_dagster.graphql_client import DagsterGraphQL
 from tests.e2e.conftest import CONFIG, PROFILE, TRAINING_PARTITION, E2EPaths, LaunchedRun, RunningServer
 
 pytestmark = pytest.mark.e2e
 
 PARTITION = TRAINING_PARTITION.isoformat()
+STUDENTS = [s.name for s in CONFIG.active_students]
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e-?\d+)?")
 
 
@@ -43,17 +46,17 @@ def first_number(text: str) -> float:
 
 def test_asset_graph_draws_every_asset(page, dagster_ui: RunningServer, screenshot) -> None:
     assets = expected_assets()
-    assert len(assets) == 9, assets
+    assert len(assets) == 4 + 5 * len(STUDENTS), assets  # shared streams and teacher, five assets a student
     # Wide enough that the whole expanded graph is drawn at a scale with full (named) asset nodes.
     page.set_viewport_size({"width": 2400, "height": 1700})
     page.goto(f"{dagster_ui.url}/asset-groups")
     page.get_by_role("button", name="Materialize all").wait_for()
-    # Groups (data, teacher, student, evaluation) start collapsed; ⌥E expands them all.
-    for group in ("data", "teacher", "student", "evaluation"):
+    # Groups (data, teacher, one per student) start collapsed; ⌥E expands them all.
+    for group in ("data", "teacher", *STUDENTS):
         page.locator("foreignObject").get_by_text(group, exact=True).first.wait_for()
     page.keyboard.press("Alt+e")
     for name in assets:
-        graph_node(page, name).wait_for(state="visible")
+        graph_node(page, name.split("/")[-1]).wait_for(state="visible")
     screenshot(page, "asset-graph")
 
 
@@ -63,24 +66,27 @@ def test_partition_launched_from_the_ui_succeeds(launched_run: LaunchedRun) -> N
 
 def test_report_asset_page_shows_eta(launched_run: LaunchedRun, page, dagster_ui: RunningServer,
                                      e2e_paths: E2EPaths, screenshot) -> None:
-    report = json.loads((e2e_paths.home / "reports" / PARTITION / "transferability.json").read_text())
-    page.goto(f"{dagster_ui.url}/assets/transferability_report?view=partitions&partition={PARTITION}")
+    student = STUDENTS[0]
+    report = json.loads((e2e_paths.home / layout.report_path(student, TRAINING_PARTITION)).read_text())
+    page.goto(f"{dagster_ui.url}/assets/{student}/transferability_report?view=partitions&partition={PARTITION}")
     shown = {label: metadata_value(page, label)
-             for label in ("eta", "eta_ci", "cumulative_eta", "teacher_auc", "html_report")}
+             for label in ("teacher_gain", "distill_gain", "eta", "eta_ci", "cumulative_eta", "html_report")}
     screenshot(page, "asset-transferability_report")
-    for label in ("eta", "cumulative_eta", "teacher_auc"):
-        expected = report["cumulative"]["eta"] if label == "cumulative_eta" else report[label]
-        assert expected is not None, f"{label} not measured in the tiny run"
-        assert first_number(shown[label]) == pytest.approx(expected, abs=1e-3), (label, shown[label])
+    gains = report["daily"]["gains"]
+    expected = {"teacher_gain": gains["teacher_gain"], "distill_gain": gains["distill_gain"], "eta": gains["eta"],
+                "cumulative_eta": report["cumulative"]["gains"]["eta"]}
+    for label, value in expected.items():
+        assert value is not None, f"{label} not measured in the tiny run"
+        assert first_number(shown[label]) == pytest.approx(value, abs=1e-3), (label, shown[label])
     assert shown["html_report"].strip().endswith("reports/index.html")
     low, high = (float(x) for x in NUMBER.findall(shown["eta_ci"])[:2])
-    assert low == pytest.approx(report["eta_ci"][0], abs=1e-3)
-    assert high == pytest.approx(report["eta_ci"][1], abs=1e-3)
+    assert low == pytest.approx(gains["eta_ci"][0], abs=1e-3)
+    assert high == pytest.approx(gains["eta_ci"][1], abs=1e-3)
 
 
 def test_student_dataset_page_shows_join_coverage(launched_run: LaunchedRun, page, dagster_ui: RunningServer,
                                                   screenshot) -> None:
-    page.goto(f"{dagster_ui.url}/assets/student_dataset?view=partitions&partition={PARTITION}")
+    page.goto(f"{dagster_ui.url}/assets/{STUDENTS[0]}/student_dataset?view=partitions&partition={PARTITION}")
     coverage = first_number(metadata_value(page, "join_coverage"))
     screenshot(page, "asset-student_dataset")
     assert coverage == pytest.approx(1.0)  # no faults configured in the tiny profile: every row matched
@@ -95,11 +101,11 @@ def test_partition_range_launched_from_the_asset_graph_runs_as_range_runs(
     page.goto(f"{dagster_ui.url}/asset-groups")
     page.get_by_role("button", name="Materialize all").wait_for()
     page.locator(".CodeMirror").first.click()  # the asset selection box
-    page.keyboard.type("group:teacher or group:student or group:evaluation")
+    page.keyboard.type(" or ".join(f"group:{group}" for group in ("teacher", *STUDENTS)))
     page.keyboard.press("Enter")
     page.get_by_role("button", name="Materialize all").click()
     dialog = page.get_by_role("dialog")
-    dialog.get_by_text("Launch runs to materialize 6 assets").wait_for()
+    dialog.get_by_text(f"Launch runs to materialize {2 + 4 * len(STUDENTS)} assets").wait_for()
     dialog.get_by_text("Custom", exact=True).click()
     partitions = dialog.get_by_placeholder(re.compile("^ex: "))
     partitions.fill(f"[{days[0]}...{days[-1]}]")  # the UI's range syntax
@@ -119,7 +125,8 @@ def test_partition_range_launched_from_the_asset_graph_runs_as_range_runs(
     assert all((r.get("dagster/asset_partition_range_start"), r.get("dagster/asset_partition_range_end"))
                == (days[0], days[-1]) for r in ranges), ranges
     for day in days:
-        assert (e2e_paths.home / "reports" / day / "transferability.json").exists()
+        for student in STUDENTS:
+            assert (e2e_paths.home / layout.report_path(student, date.fromisoformat(day))).exists()
     page.goto(f"{dagster_ui.url}/runs/b/{created['id']}?tab=partitions")
     page.get_by_text(created["id"]).first.wait_for()
     screenshot(page, "range-backfill")
@@ -134,7 +141,47 @@ def test_materialized_partitions_carry_the_current_code_version(launched_run: La
              staleCauses(partition: $partition) { category reason } } }""",
         {"partition": PARTITION},
     )["assetNodes"]
-    training = [n for n in nodes if n["assetKey"]["path"][0] not in ("eval_samples", "teacher_samples",
-                                                                      "student_samples")]
-    assert len(training) == 6 and all(n["opVersion"] for n in nodes)
+    training = [n for n in nodes if n["assetKey"]["path"][-1] not in ("eval_samples", "teacher_samples",
+                                                                       "student_samples")]
+    assert len(training) == 2 + 4 * len(STUDENTS) and all(n["opVersion"] for n in nodes)
     assert [n for n in training if any(c["category"] == "CODE" for c in n["staleCauses"])] == []
+
+
+def test_the_prerank_student_launched_alone_from_its_group(launched_run: LaunchedRun, page, dagster_ui: RunningServer,
+                                                          e2e_paths: E2EPaths, screenshot) -> None:
+    """One student re-materialized on its own from the UI: the prerank group over the launched partition,
+    reading the teacher the launched run wrote; the ranker's files stay as they were."""
+    student = STUDENTS[-1]
+    ranker_report = e2e_paths.home / layout.report_path(STUDENTS[0], TRAINING_PARTITION)
+    own_report = e2e_paths.home / layout.report_path(student, TRAINING_PARTITION)
+    ranker_before, own_before = ranker_report.read_bytes(), json.loads(own_report.read_text())
+    graphql = DagsterGraphQL(f"{dagster_ui.url}/graphql")
+    before = {b["id"] for b in graphql.backfills()}
+    page.goto(f"{dagster_ui.url}/asset-groups")
+    page.get_by_role("button", name="Materialize all").wait_for()
+    page.locator(".CodeMirror").first.click()
+    page.keyboard.type(f"group:{student}")
+    page.keyboard.press("Enter")
+    page.get_by_role("button", name="Materialize all").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text("Launch runs to materialize 4 assets").wait_for()
+    dialog.get_by_text("Custom", exact=True).click()
+    partitions = dialog.get_by_placeholder(re.compile("^ex: "))
+    partitions.fill(PARTITION)
+    partitions.press("Enter")
+    dialog.get_by_text("1 partition", exact=True).wait_for()
+    screenshot(page, "launch-prerank-dialog")
+    dialog.get_by_role("button", name=re.compile(r"^Launch (1 run|backfill)$")).click()
+    dialog.wait_for(state="detached")
+    new_backfills = [b for b in graphql.backfills() if b["id"] not in before]
+    if new_backfills:
+        (created,) = new_backfills
+        assert graphql.wait_for_backfill(created["id"], timeout_s=600)["status"] == "COMPLETED_SUCCESS"
+    else:
+        run = graphql.query("{ runsOrError(limit: 1) { ... on Runs { results { runId } } } }")
+        run_id = run["runsOrError"]["results"][0]["runId"]
+        assert graphql.wait_for_run(run_id, timeout_s=600) == "SUCCESS"
+    own_after = json.loads(own_report.read_text())
+    assert own_after["snapshots"]["distilled"] != own_before["snapshots"]["distilled"]  # retrained
+    assert own_after["snapshots"]["teacher"] == own_before["snapshots"]["teacher"]  # the same teacher
+    assert ranker_report.read_bytes() == ranker_before  # the other student untouched

@@ -5,13 +5,15 @@ import re
 
 import pytest
 
-from tests.e2e.conftest import PROFILE, TRAINING_PARTITION, E2EPaths, LaunchedRun, RunningServer
+from tests.e2e.conftest import CONFIG, PROFILE, TRAINING_PARTITION, E2EPaths, LaunchedRun, RunningServer
 
 pytestmark = pytest.mark.e2e
 
 PARTITION = TRAINING_PARTITION.isoformat()
-ROLES = ("teacher", "student", "student_baseline", "report")
-REPORT_ARTIFACTS = ("report.html", "plots", "transferability.json", "transferability.png", "transferability.md")
+STUDENT = CONFIG.active_students[0].name
+RUN_NAMES = {"teacher", *(f"{s.name}/{v}" for s in CONFIG.active_students for v in ("distilled", "baseline")),
+             *(f"{s.name} report" for s in CONFIG.active_students)}
+REPORT_ARTIFACTS = ("report.html", "plots", "transferability.json", "transferability.md")
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +27,7 @@ def tracked_runs(launched_run: LaunchedRun, e2e_paths: E2EPaths) -> tuple[str, d
     runs = client.search_runs([experiment.experiment_id],
                               filter_string=f"tags.`dagster.run_id` = '{launched_run.run_id}'")
     by_name = {run.info.run_name: run for run in runs}
-    assert set(by_name) == {f"{role} {PARTITION}" for role in ROLES}
+    assert set(by_name) == {f"{name} {PARTITION}" for name in RUN_NAMES}
     assert all(run.info.status == "FINISHED" for run in runs)
     return experiment.experiment_id, by_name
 
@@ -41,12 +43,13 @@ def test_mlflow_lists_the_training_runs(tracked_runs, mlflow_ui: RunningServer, 
 
 def test_mlflow_lists_the_report_artifacts(tracked_runs, mlflow_ui: RunningServer, page, screenshot) -> None:
     experiment_id, runs = tracked_runs
-    report = runs[f"report {PARTITION}"]
+    report = runs[f"{STUDENT} report {PARTITION}"]
     page.goto(f"{mlflow_ui.url}/#/experiments/{experiment_id}/runs/{report.info.run_id}/artifacts"
               "?workflowType=machine_learning")
     for artifact in REPORT_ARTIFACTS:
         page.get_by_text(artifact, exact=True).first.wait_for()
-    page.get_by_text("transferability.png", exact=True).first.click()
-    page.get_by_text(re.compile(r"Path: .*/transferability\.png$")).wait_for()  # the preview pane
+    page.get_by_text("plots", exact=True).first.click()
+    page.get_by_text("auc_over_days.png", exact=True).first.click()
+    page.get_by_text(re.compile(r"Path: .*/auc_over_days\.png$")).wait_for()  # the preview pane
     page.locator("img").last.wait_for()
     screenshot(page, "mlflow-report-artifacts")

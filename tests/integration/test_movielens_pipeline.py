@@ -16,8 +16,9 @@ OVERRIDES = """
 calendar: {batch_days: 14, streaming_days: 2}
 teacher:
   optim: {batch_phase_epochs: 1}
-student:
-  optim: {batch_phase_epochs: 1}
+students:
+  - {name: ranker, optim: {batch_phase_epochs: 1}}
+  - {name: prerank, optim: {batch_phase_epochs: 1}}
 eval: {bootstrap_samples: 30}
 """
 
@@ -38,9 +39,10 @@ def test_movielens_graph_materializes(movielens_path: Path, tmp_path: Path, monk
         result = defs.resolve_job_def(DAILY_TRAINING_JOB).execute_in_process(
             partition_key=day.isoformat(), instance=instance)
         assert result.success
-    done = instance.get_materialized_partitions(AssetKey("transferability_report"))
-    assert done == {d.isoformat() for d in config.calendar.training_days()}
-    report = json.loads((home / layout.report_path(config.calendar.last_training_day)).read_text())
-    assert report["bayes_auc"] is None  # no ground truth on real data
-    assert 0.0 < report["teacher_auc"] < 1.0 and report["n_eval"] > 0
-    assert set(report["cumulative"]["days"]) == {d.isoformat() for d in config.calendar.training_days()}
+    for student in config.active_students:
+        done = instance.get_materialized_partitions(AssetKey([student.name, "transferability_report"]))
+        assert done == {d.isoformat() for d in config.calendar.training_days()}
+        report = json.loads((home / layout.report_path(student.name, config.calendar.last_training_day)).read_text())
+        assert report["daily"]["auc"]["bayes"] is None  # no ground truth on real data
+        assert 0.0 < report["daily"]["auc"]["teacher"] < 1.0 and report["daily"]["n_eval"] > 0
+        assert set(report["cumulative"]["days"]) == {d.isoformat() for d in config.calendar.training_days()}

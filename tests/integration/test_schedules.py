@@ -20,10 +20,12 @@ def test_daily_training_reports_then_trains_yesterday(tmp_path) -> None:
     assert [r.partition_key for r in data.run_requests] == ["2026-01-03"]
     tick = _requests(defs, "daily_training", datetime(2026, 1, 4, 1, 30, tzinfo=UTC))
     report, train = tick.run_requests
-    assert (report.partition_key, report.asset_selection) == ("2026-01-02", [AssetKey("transferability_report")])
+    reports = [AssetKey(["ranker", "transferability_report"]), AssetKey(["prerank", "transferability_report"])]
+    assert (report.partition_key, report.asset_selection) == ("2026-01-02", reports)
     assert train.partition_key == "2026-01-03"
-    assert AssetKey("transferability_report") not in train.asset_selection
-    assert AssetKey("teacher_checkpoint") in train.asset_selection
+    assert not set(reports) & set(train.asset_selection)
+    assert {AssetKey("teacher_checkpoint"), AssetKey(["ranker", "student_checkpoint"]),
+            AssetKey(["prerank", "baseline_checkpoint"])} <= set(train.asset_selection)
 
 
 def test_schedule_skips_outside_the_calendar(tmp_path) -> None:

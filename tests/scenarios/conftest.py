@@ -26,7 +26,7 @@ from recdistill_dagster.definitions import (
 from recdistill_dagster.registry import SnapshotRegistry
 from recdistill_dagster.runs import execute_range
 from recdistill_dagster.sensors import RANGE_END_TAG, RANGE_START_TAG, ROLLBACK_SENSOR
-from resources import ArtifactStore
+from recdistill_dagster.storage import ArtifactStore
 
 STREAMING_DAYS = 5  # the issue asks for a bad teacher inside a run of at least 5 streaming days
 BASE = f"calendar: {{streaming_days: {STREAMING_DAYS}}}\neval: {{bootstrap_samples: 20}}\n"
@@ -68,7 +68,7 @@ class Pipeline:
 
     @property
     def store(self) -> ArtifactStore:
-        return ArtifactStore(base_url=str(self.home))
+        return ArtifactStore(str(self.home))
 
     @property
     def registry(self) -> SnapshotRegistry:
@@ -107,8 +107,9 @@ class Pipeline:
             assert run.success, failure_text(run)
         return result
 
-    def report(self, day: date) -> dict[str, Any]:
-        return json.loads((self.home / layout.report_path(day)).read_text())
+    def report(self, day: date, student: str = "ranker") -> dict[str, Any]:
+        report: dict[str, Any] = json.loads((self.home / layout.report_path(student, day)).read_text())
+        return report
 
 
 @pytest.fixture
@@ -130,15 +131,18 @@ def clean_reference(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
     return pipeline
 
 
-METRICS = ("teacher_auc", "student_raw_auc", "student_distill_auc", "student_aux_auc", "teacher_gain",
-           "distill_gain", "eta")
+STUDENTS = ("ranker", "prerank")
+AUC_MODELS = ("teacher", "student_raw", "student_distill", "student_aux")
+GAINS = ("teacher_gain", "distill_gain", "eta")
 
 
 def assert_same_metrics(report: dict[str, Any], reference: dict[str, Any], tolerance: float) -> None:
-    for section in (report, report["cumulative"]):
-        ref = reference if section is report else reference["cumulative"]
-        for name in METRICS:
-            if ref[name] is None:
-                assert section[name] is None, name
+    for scope in ("daily", "cumulative"):
+        section, ref = report[scope], reference[scope]
+        for name in AUC_MODELS:
+            assert section["auc"][name] == pytest.approx(ref["auc"][name], abs=tolerance), f"{scope} {name}"
+        for name in GAINS:
+            if ref["gains"][name] is None:
+                assert section["gains"][name] is None, f"{scope} {name}"
             else:
-                assert section[name] == pytest.approx(ref[name], abs=tolerance), name
+                assert section["gains"][name] == pytest.approx(ref["gains"][name], abs=tolerance), f"{scope} {name}"

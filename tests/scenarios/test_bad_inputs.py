@@ -27,7 +27,7 @@ def _rewrite_samples(stream: str, change: Callable[[pl.DataFrame], pl.DataFrame]
 
 
 def _corrupt_checkpoint(pipeline: Pipeline, day: date) -> None:
-    previous = pipeline.home / layout.checkpoint_path("teacher", date.fromordinal(day.toordinal() - 1))
+    previous = pipeline.home / layout.teacher_checkpoint_path(date.fromordinal(day.toordinal() - 1))
     previous.write_bytes(b"\x00 truncated by a full disk")
 
 
@@ -46,7 +46,7 @@ CASES = {
 
 def _digests(home: Path) -> dict[str, str]:
     return {str(p.relative_to(home)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for folder in ("checkpoints", "reports", "teacher_logits", "student_dataset", "registry")
+            for folder in ("checkpoints", "reports", "teacher_logits", "students", "registry")
             for p in sorted((home / folder).rglob("*")) if p.is_file()}
 
 
@@ -67,10 +67,10 @@ def test_bad_input_fails_clearly_and_loses_nothing(base: Pipeline, case: str) ->
     corrupt, expected = CASES[case]
     day = base.config.calendar.training_days()[2]
     inputs = [base.home / layout.samples_path("teacher", day),
-              base.home / layout.checkpoint_path("teacher", base.config.calendar.training_days()[1])]
+              base.home / layout.teacher_checkpoint_path(base.config.calendar.training_days()[1])]
     saved = {path: path.read_bytes() for path in inputs}
     before = _digests(base.home)
-    materialized = base.instance.get_materialized_partitions(AssetKey("student_checkpoint"))
+    materialized = base.instance.get_materialized_partitions(AssetKey(["ranker", "student_checkpoint"]))
     corrupt(base, day)
     after_corruption = _digests(base.home)
     result = base.training_day(day)
@@ -82,7 +82,7 @@ def test_bad_input_fails_clearly_and_loses_nothing(base: Pipeline, case: str) ->
     after_run = _digests(base.home)  # the failed run changed no earlier day's file
     earlier = {k: v for k, v in after_corruption.items() if day.isoformat() not in k}
     assert {k: after_run.get(k) for k in earlier} == earlier
-    assert base.instance.get_materialized_partitions(AssetKey("student_checkpoint")) == materialized
+    assert base.instance.get_materialized_partitions(AssetKey(["ranker", "student_checkpoint"])) == materialized
     for path, data in saved.items():  # restore the input: every earlier file is as it was
         path.write_bytes(data)
     restored = _digests(base.home)
@@ -92,7 +92,7 @@ def test_bad_input_fails_clearly_and_loses_nothing(base: Pipeline, case: str) ->
 
 def test_unknown_config_key_at_launch_names_the_key(base: Pipeline, tmp_path: Path) -> None:
     bad = tmp_path / "typo.yaml"
-    bad.write_text(yaml.safe_dump({"student": {"distil": {"alpha": 2.0}}}))
+    bad.write_text(yaml.safe_dump({"students": [{"name": "ranker", "distil": {"alpha": 2.0}}]}))
     day = base.config.calendar.training_days()[2]
     before = _digests(base.home)
     result = base.defs.resolve_job_def(DAILY_TRAINING_JOB).execute_in_process(
@@ -100,7 +100,7 @@ def test_unknown_config_key_at_launch_names_the_key(base: Pipeline, tmp_path: Pa
         run_config={"resources": {"settings": {"config": {"profile": "tiny", "config_file": str(bad)}}}},
     )
     assert not result.success
-    assert "student.distil" in failure_text(result)
+    assert "students.0.distil" in failure_text(result)
     after = _digests(base.home)
     assert {k: after.get(k) for k in before if day.isoformat() not in k} == {
         k: v for k, v in before.items() if day.isoformat() not in k}

@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from resources.storage import ArtifactStore
+from recdistill_dagster.storage import ArtifactStore
 
 pytestmark = pytest.mark.scenario
 
@@ -25,9 +25,9 @@ WRITER = textwrap.dedent(
     import sys
     import numpy as np
     import polars as pl
-    from resources.storage import ArtifactStore
+    from recdistill_dagster.storage import ArtifactStore
 
-    store = ArtifactStore(base_url=sys.argv[1])
+    store = ArtifactStore(sys.argv[1])
     big = pl.DataFrame({"sample_id": np.arange(30_000_000), "value": np.random.default_rng(0).random(30_000_000)})
     print("writing", flush=True)
     while True:  # keep rewriting until killed
@@ -37,7 +37,7 @@ WRITER = textwrap.dedent(
 
 
 def test_kill_9_mid_write_keeps_previous_version(tmp_path: Path) -> None:
-    store = ArtifactStore(base_url=str(tmp_path))
+    store = ArtifactStore(str(tmp_path))
     previous = pl.DataFrame({"sample_id": [1, 2, 3], "value": [0.1, 0.2, 0.3]})
     store.write_parquet(TARGET, previous)
     final = tmp_path / TARGET

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from dagster import AssetKey
 
-from tests.scenarios.conftest import assert_same_metrics, failure_text
+from tests.scenarios.conftest import STUDENTS, assert_same_metrics, failure_text
 
 pytestmark = pytest.mark.scenario
 
@@ -32,8 +32,9 @@ def test_outage_then_backfill_equals_a_clean_run(make_pipeline, clean_reference)
             assert "teacher_samples missing" in failure_text(result)
         elif day > gap:  # never a silent gap: the chain refuses to skip the missing day
             assert "cannot skip a day" in failure_text(result)
-    materialized = pipeline.instance.get_materialized_partitions(AssetKey("student_checkpoint"))
-    assert materialized == {d.isoformat() for d in days if d <= eve}
+    for student in STUDENTS:
+        materialized = pipeline.instance.get_materialized_partitions(AssetKey([student, "student_checkpoint"]))
+        assert materialized == {d.isoformat() for d in days if d <= eve}
 
     pipeline.overrides = ""  # the data arrived
     started = time.monotonic()
@@ -41,7 +42,8 @@ def test_outage_then_backfill_equals_a_clean_run(make_pipeline, clean_reference)
     result = pipeline.training_range(eve, days[-1])
     assert result.success, failure_text(result)
     print(f"backfill of {len(days) - days.index(eve)} training days: {time.monotonic() - started:.1f}s")
-    assert pipeline.instance.get_materialized_partitions(AssetKey("transferability_report")) == {
-        d.isoformat() for d in days}
-    for day in days:
-        assert_same_metrics(pipeline.report(day), clean_reference.report(day), tolerance=1e-6)
+    for student in STUDENTS:
+        assert pipeline.instance.get_materialized_partitions(AssetKey([student, "transferability_report"])) == {
+            d.isoformat() for d in days}
+        for day in days:
+            assert_same_metrics(pipeline.report(day, student), clean_reference.report(day, student), tolerance=1e-6)

@@ -8,6 +8,8 @@ from dagster import AssetCheckSeverity, AssetKey, DagsterInstance
 from recdistill_dagster.config import load_config
 from recdistill_dagster.definitions import DAILY_TRAINING_JOB, SAMPLE_STREAMS_JOB, build_definitions
 
+STUDENTS = ("ranker", "prerank")
+
 pytestmark = [pytest.mark.integration, pytest.mark.scenario]
 
 
@@ -28,13 +30,14 @@ def _run(tmp_path: Path, overrides: str):
     return instance, first_streaming, result
 
 
-def _check(result, name: str):
-    (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.check_name == name]
+def _check(result, asset: str):
+    (evaluation,) = [e for e in result.get_asset_check_evaluations()
+                     if e.check_name == "join_coverage" and e.asset_key == AssetKey.from_user_string(asset)]
     return evaluation
 
 
 def _latest_metadata(instance: DagsterInstance, asset: str, partition: str) -> dict:
-    for record in instance.fetch_materializations(AssetKey(asset), limit=50).records:
+    for record in instance.fetch_materializations(AssetKey.from_user_string(asset), limit=50).records:
         mat = record.asset_materialization
         if mat is not None and mat.partition == partition:
             return {k: v.value for k, v in mat.metadata.items()}
@@ -45,15 +48,16 @@ def test_dropped_logits_warn_and_train_on_task_loss_only(tmp_path: Path) -> None
     overrides = "faults: {drop_logit_fraction: 0.3, drop_logit_days: [2026-01-03]}\n"
     instance, day, result = _run(tmp_path, overrides)
     assert result.success
-    evaluation = _check(result, "join_coverage")
-    assert not evaluation.passed and evaluation.severity == AssetCheckSeverity.WARN
-    dataset = _latest_metadata(instance, "student_dataset", day.isoformat())
-    assert dataset["join_coverage"] == pytest.approx(0.7, abs=0.01)
-    assert dataset["unmatched_label_rate"] is not None  # rows kept, not dropped
-    assert dataset["dagster/row_count"] > dataset["matched_rows"]
-    student = _latest_metadata(instance, "student_checkpoint", day.isoformat())
-    assert student["train_samples"] == dataset["dagster/row_count"]  # every row trained (task loss)
-    assert student["distill_matched_fraction"] == pytest.approx(0.7, abs=0.01)  # distill loss masked
+    for student in STUDENTS:  # the same lost records reach every student's join
+        evaluation = _check(result, f"{student}/student_dataset")
+        assert not evaluation.passed and evaluation.severity == AssetCheckSeverity.WARN
+        dataset = _latest_metadata(instance, f"{student}/student_dataset", day.isoformat())
+        assert dataset["join_coverage"] == pytest.approx(0.7, abs=0.03)
+        assert dataset["unmatched_label_rate"] is not None  # rows kept, not dropped
+        assert dataset["dagster/row_count"] > dataset["matched_rows"]
+        trained = _latest_metadata(instance, f"{student}/student_checkpoint", day.isoformat())
+        assert trained["train_samples"] == dataset["dagster/row_count"]  # every row trained (task loss)
+        assert trained["distill_matched_fraction"] == pytest.approx(dataset["join_coverage"], abs=1e-6)
 
 
 def test_coverage_below_the_floor_blocks_the_student(tmp_path: Path) -> None:
@@ -61,9 +65,11 @@ def test_coverage_below_the_floor_blocks_the_student(tmp_path: Path) -> None:
                  "join: {coverage_warn: 0.95, coverage_floor: 0.5}\n")
     instance, day, result = _run(tmp_path, overrides)
     assert not result.success
-    evaluation = _check(result, "join_coverage")
-    assert not evaluation.passed and evaluation.severity == AssetCheckSeverity.ERROR
-    assert day.isoformat() in instance.get_materialized_partitions(AssetKey("student_dataset"))
-    assert day.isoformat() not in instance.get_materialized_partitions(AssetKey("student_checkpoint"))
-    # The teacher and the baseline do not depend on the join and still trained.
+    for student in STUDENTS:
+        evaluation = _check(result, f"{student}/student_dataset")
+        assert not evaluation.passed and evaluation.severity == AssetCheckSeverity.ERROR
+        assert day.isoformat() in instance.get_materialized_partitions(AssetKey([student, "student_dataset"]))
+        assert day.isoformat() not in instance.get_materialized_partitions(AssetKey([student, "student_checkpoint"]))
+        # The baseline does not depend on the join and still trained.
+        assert day.isoformat() in instance.get_materialized_partitions(AssetKey([student, "baseline_checkpoint"]))
     assert day.isoformat() in instance.get_materialized_partitions(AssetKey("teacher_checkpoint"))

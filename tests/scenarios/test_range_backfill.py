@@ -30,14 +30,17 @@ def test_fourteen_day_backfill_is_one_ordered_run(make_pipeline) -> None:
     print(f"\n14-day backfill (tiny): data {len(calendar.data_days())} days in {data_seconds:.1f}s (1 run), "
           f"training {len(days)} partitions in {training_seconds:.1f}s (1 run) = "
           f"{training_seconds / len(days):.2f}s per day")
-    for asset in ("teacher_checkpoint", "student_checkpoint", "transferability_report"):
-        assert pipeline.instance.get_materialized_partitions(AssetKey(asset)) == {d.isoformat() for d in days}
-    records = pipeline.instance.fetch_materializations(AssetKey("student_checkpoint"), limit=50).records
+    for asset in ("teacher_checkpoint", "ranker/student_checkpoint", "prerank/student_checkpoint",
+                  "prerank/transferability_report"):
+        assert pipeline.instance.get_materialized_partitions(AssetKey.from_user_string(asset)) == {
+            d.isoformat() for d in days}
+    records = pipeline.instance.fetch_materializations(AssetKey(["ranker", "student_checkpoint"]), limit=50).records
     runs = {record.run_id for record in records}
     assert runs == {result.run_id}
     parents = []
     for day in days:  # each checkpoint names the one written the day before as its parent
-        meta = torch.load(pipeline.home / layout.checkpoint_path("student", day), weights_only=True)["meta"]
+        path = pipeline.home / layout.student_checkpoint_path("ranker", "distilled", day)
+        meta = torch.load(path, weights_only=True)["meta"]
         parents.append((meta["parent_snapshot"], meta["snapshot_id"]))
     for (_, previous), (parent, _) in itertools.pairwise(parents):
         assert parent == previous

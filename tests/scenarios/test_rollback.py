@@ -1,12 +1,11 @@
 """Teacher-snapshot rollback, end to end through Dagster: health check → sensor → repair run.
 
 1. A transient divergence makes day d's teacher bad inside a run of 5 streaming days. The blocking
-   `teacher_health` check stops that day's student side; the next day's teacher continues from
-   the last good snapshot; the rollback sensor records the bad snapshot and re-materializes the
-   chain from d in one run. Afterwards no student partition's lineage contains the bad snapshot
-   and the final student matches a clean run.
-2. An operator marks a snapshot bad after the fact: the sensor re-materializes every partition
-   derived from it and every later day of the student chain, in date order, exactly once.
+   `teacher_health` check stops that day's student side; the rollback sensor records the bad snapshot
+   and re-materializes the chains from d in one run. Afterwards no partition of either student (ranker
+   and the cross-stage prerank) has the bad snapshot in its lineage, and both match a clean run.
+2. An operator marks a snapshot bad after the fact: the sensor re-materializes every partition of both
+   students derived from it and every later day of their chains, in date order, exactly once.
 """
 
 from datetime import timedelta
@@ -15,11 +14,12 @@ import pytest
 from dagster import AssetKey
 
 from recdistill_dagster.lineage import snapshot_statuses, teacher_snapshots, trace
-from tests.scenarios.conftest import assert_same_metrics, failure_text
+from tests.scenarios.conftest import STUDENTS, assert_same_metrics, failure_text
 
 pytestmark = pytest.mark.scenario
 
-STUDENT_ASSETS = ("student_dataset", "student_checkpoint", "transferability_report")
+STUDENT_ASSETS = tuple(f"{s}/{name}" for s in STUDENTS
+                       for name in ("student_dataset", "student_checkpoint", "transferability_report"))
 
 
 def _bad_snapshot_in_lineage(pipeline, bad: str) -> list[str]:
@@ -48,7 +48,9 @@ def test_bad_teacher_is_rolled_back_and_the_chain_repaired(make_pipeline, clean_
         if day == bad_day:
             assert not result.success
             assert "teacher_health failed" in failure_text(result)
-            assert day.isoformat() not in pipeline.instance.get_materialized_partitions(AssetKey("student_checkpoint"))
+            for student in STUDENTS:
+                assert day.isoformat() not in pipeline.instance.get_materialized_partitions(
+                    AssetKey([student, "student_checkpoint"]))
             (bad,) = [r for r in pipeline.registry.for_partition(day)]
             assert bad.status == "unhealthy" and bad.attempt == 1
             tick = pipeline.tick()
@@ -64,9 +66,13 @@ def test_bad_teacher_is_rolled_back_and_the_chain_repaired(make_pipeline, clean_
     assert retrained.status == "good" and retrained.attempt == 2
     assert retrained.parent_snapshot == pipeline.registry.for_partition(bad_day - timedelta(days=1))[-1].snapshot_id
     assert _bad_snapshot_in_lineage(pipeline, bad.snapshot_id) == []
-    statuses = snapshot_statuses(pipeline.registry, trace(pipeline.instance, config, "student_checkpoint", days[-1]))
-    assert statuses and all(info["status"] == "good" for info in statuses.values())
-    assert_same_metrics(pipeline.report(days[-1]), clean_reference.report(days[-1]), tolerance=1e-6)
+    for student in STUDENTS:
+        nodes = trace(pipeline.instance, config, f"{student}/student_checkpoint", days[-1])
+        statuses = snapshot_statuses(pipeline.registry, nodes)
+        assert statuses and all(info["status"] == "good" for info in statuses.values())
+        assert not any(node.stale_inputs for node in nodes)
+        assert_same_metrics(pipeline.report(days[-1], student), clean_reference.report(days[-1], student),
+                            tolerance=1e-6)
     # Idempotent: another tick launches nothing.
     assert not pipeline.tick().run_requests
 
@@ -77,7 +83,8 @@ def test_operator_rollback_cascades_through_every_later_day(clean_reference) -> 
     days = config.calendar.training_days()
     bad_day = days[2]
     (bad,) = pipeline.registry.for_partition(bad_day)
-    before = {asset: pipeline.instance.get_materialized_partitions(AssetKey(asset)) for asset in STUDENT_ASSETS}
+    before = {asset: pipeline.instance.get_materialized_partitions(AssetKey.from_user_string(asset))
+              for asset in STUDENT_ASSETS}
     assert _bad_snapshot_in_lineage(pipeline, bad.snapshot_id)  # it feeds the student side today
 
     pipeline.registry.mark_bad(bad.snapshot_id, reason="late data-quality finding", detected_by="operator")
@@ -90,8 +97,10 @@ def test_operator_rollback_cascades_through_every_later_day(clean_reference) -> 
     assert _bad_snapshot_in_lineage(pipeline, bad.snapshot_id) == []
     for asset in STUDENT_ASSETS:  # every day from the bad one on was rebuilt, none before it
         rebuilt = {day.isoformat() for day in days if day >= bad_day}
-        assert pipeline.instance.get_materialized_partitions(AssetKey(asset)) == before[asset]
-        counts = {d: len(pipeline.instance.fetch_materializations(
-            AssetKey(asset), limit=100).records) for d in ["all"]}
-        assert counts["all"] == len(days) + len(rebuilt)
+        key = AssetKey.from_user_string(asset)
+        assert pipeline.instance.get_materialized_partitions(key) == before[asset]
+        assert len(pipeline.instance.fetch_materializations(key, limit=100).records) == len(days) + len(rebuilt)
+    for student in STUDENTS:  # the baselines never read the teacher: not rebuilt
+        key = AssetKey([student, "baseline_checkpoint"])
+        assert len(pipeline.instance.fetch_materializations(key, limit=100).records) == len(days)
     assert not pipeline.tick().run_requests  # idempotent: the same repair is never launched twice

@@ -21,10 +21,10 @@ def test_unknown_key_names_its_path() -> None:
 
 
 def test_wrong_type_and_range_are_errors() -> None:
-    with pytest.raises(ConfigError, match=r"sampling\.student\.negative_keep"):
-        load_config("tiny", overrides={"sampling": {"student": {"negative_keep": 0.0}}})
-    with pytest.raises(ConfigError, match=r"student\.arch\.seq_len"):
-        load_config("tiny", overrides={"student": {"arch": {"seq_len": 10_000}}})
+    with pytest.raises(ConfigError, match=r"students\.0\.sampling\.negative_keep"):
+        load_config("tiny", overrides={"students": [{"name": "ranker", "sampling": {"negative_keep": 0.0}}]})
+    with pytest.raises(ConfigError, match=r"students\[prerank\]\.arch\.seq_len=10000 exceeds"):
+        load_config("tiny", overrides={"students": [{"name": "prerank", "arch": {"seq_len": 10_000}}]})
 
 
 def test_unknown_profile_lists_the_available_ones() -> None:
@@ -34,10 +34,13 @@ def test_unknown_profile_lists_the_available_ones() -> None:
 
 def test_config_file_overrides_and_malformed_yaml(tmp_path: Path) -> None:
     good = tmp_path / "good.yaml"
-    good.write_text("student:\n  distill:\n    alpha: 0.25\n")
-    assert load_config("tiny", good).student.distill.alpha == 0.25
+    good.write_text("students:\n  - name: prerank\n    distill:\n      alpha: 0.25\n")
+    config = load_config("tiny", good)
+    assert config.student("prerank").distill.alpha == 0.25
+    assert config.student("prerank").arch == load_config("tiny").student("prerank").arch  # the rest kept
+    assert config.student("ranker").distill.alpha == load_config("tiny").student("ranker").distill.alpha
     bad = tmp_path / "bad.yaml"
-    bad.write_text("student: [unclosed\n")
+    bad.write_text("students: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config("tiny", bad)
     with pytest.raises(ConfigError, match="does not exist"):
@@ -61,6 +64,11 @@ def test_code_location_refuses_a_malformed_config_file(tmp_path: Path) -> None:
     from recdistill_dagster.definitions import build_definitions
 
     bad = tmp_path / "typo.yaml"
-    bad.write_text("student:\n  distil: {alpha: 2.0}\n")
-    with pytest.raises(ConfigError, match=r"student\.distil: Extra inputs are not permitted"):
+    bad.write_text("students:\n  - {name: ranker, distil: {alpha: 2.0}}\n")
+    with pytest.raises(ConfigError, match=r"students\.0\.distil: Extra inputs are not permitted"):
         build_definitions("tiny", tmp_path / "home", str(bad))
+
+
+def test_the_old_single_student_section_is_refused_by_name() -> None:
+    with pytest.raises(ConfigError, match=r"student: Extra inputs are not permitted"):
+        load_config("tiny", overrides={"student": {"distill": {"alpha": 1.0}}})

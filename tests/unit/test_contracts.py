@@ -9,8 +9,10 @@ import pytest
 from recdistill_dagster.config import load_config
 from recdistill_dagster.data.schema import DataContractError, validate_samples, validate_teacher_logits
 from recdistill_dagster.data.source import make_source
-from recdistill_dagster.steps import PipelineStepError, load_checkpoint
-from resources.storage import ArtifactStore
+from recdistill_dagster.errors import PipelineStepError
+from recdistill_dagster.stages.chain import load_checkpoint
+from recdistill_dagster.stages.teacher import TEACHER
+from recdistill_dagster.storage import ArtifactStore
 
 DAY = date(2026, 1, 1)
 
@@ -60,8 +62,8 @@ def test_nan_teacher_logits() -> None:
 
 
 def test_corrupted_checkpoint_names_the_partition(tmp_path: Path) -> None:
-    store = ArtifactStore(base_url=str(tmp_path))
+    store = ArtifactStore(str(tmp_path))
     store.write_bytes("checkpoints/teacher/2026-01-02.pt", b"not a checkpoint")
     with pytest.raises(PipelineStepError, match=r"teacher_checkpoint partition 2026-01-02 .* is unreadable"):
-        load_checkpoint(store, "teacher", date(2026, 1, 2))
+        load_checkpoint(store, TEACHER, date(2026, 1, 2))
     assert (tmp_path / "checkpoints/teacher/2026-01-02.pt").read_bytes() == b"not a checkpoint"  # nothing lost

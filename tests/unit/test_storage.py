@@ -5,7 +5,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from resources.storage import ArtifactNotFoundError, ArtifactStore
+from recdistill_dagster.storage import ArtifactNotFoundError, ArtifactStore
 
 
 def test_local_roundtrip_and_replace(tmp_path: Path) -> None:

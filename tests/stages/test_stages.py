@@ -1,0 +1,159 @@
+"""The stage functions called directly (no Dagster, no MLflow) on the `tiny` profile, over an in-memory
+store: each stage's outputs, lineage and errors."""
+
+import uuid
+from dataclasses import replace
+from datetime import date
+
+import polars as pl
+import pytest
+
+from recdistill_dagster import layout
+from recdistill_dagster.config import PipelineConfig, load_config
+from recdistill_dagster.data.source import make_source
+from recdistill_dagster.errors import PipelineStepError
+from recdistill_dagster.graph import TEACHER_CHECKPOINT, partition_ref
+from recdistill_dagster.registry import SnapshotRegistry
+from recdistill_dagster.stages.context import RunIdentity, StageContext
+from recdistill_dagster.stages.dataset import build_student_dataset, read_manifest
+from recdistill_dagster.stages.evaluation import evaluate_partition
+from recdistill_dagster.stages.samples import materialize_sample_streams
+from recdistill_dagster.stages.student import train_student_partition
+from recdistill_dagster.stages.teacher import train_teacher_partition
+from recdistill_dagster.storage import ArtifactStore
+
+CONFIG = load_config("tiny")
+CALENDAR = CONFIG.calendar
+BATCH, FIRST_STREAMING = CALENDAR.training_days()[:2]
+RANKER, PRERANK = CONFIG.active_students
+
+
+def context(config: PipelineConfig = CONFIG, run: str = "run00000") -> StageContext:
+    store = ArtifactStore(f"memory://stages-{uuid.uuid4().hex}")
+    return StageContext(config=config, store=store, source=make_source(config), identity=RunIdentity(run, None))
+
+
+@pytest.fixture(scope="module")
+def ctx() -> StageContext:
+    """The sample streams of every data day up to the first streaming day's evaluation day."""
+    ctx = context()
+    for day in CALENDAR.data_days()[: CALENDAR.batch_days + 2]:
+        materialize_sample_streams(ctx, day)
+    return ctx
+
+
+@pytest.fixture(scope="module")
+def batch(ctx: StageContext) -> StageContext:
+    """The batch partition trained end to end: teacher, both students' datasets and checkpoints, reports."""
+    train_teacher_partition(ctx, BATCH)
+    for student in CONFIG.active_students:
+        build_student_dataset(ctx, student, BATCH)
+        for variant in ("distilled", "baseline"):
+            train_student_partition(ctx, student, BATCH, variant)  # type: ignore[arg-type]
+    return ctx
+
+
+def test_sample_streams_students_are_subsets_of_the_teacher(ctx: StageContext) -> None:
+    day = CALENDAR.start_date
+    frames = {stream: ctx.store.read_parquet(path) for stream, path in (
+        ("eval", layout.samples_path("eval", day)), ("teacher", layout.samples_path("teacher", day)),
+        *((s.name, layout.student_samples_path(s.name, day)) for s in CONFIG.active_students))}
+    teacher_ids = set(frames["teacher"]["sample_id"].to_list())
+    assert frames["eval"].height == CONFIG.data.impressions_per_day
+    for student in CONFIG.active_students:
+        ids = set(frames[student.name]["sample_id"].to_list())
+        assert ids and ids <= teacher_ids
+        assert float(frames[student.name]["r_s"][0]) == pytest.approx(student.sampling.r_s)
+    assert frames[PRERANK.name].height < frames[RANKER.name].height  # its sparser policy
+
+
+def test_missing_data_day_is_an_outage_error() -> None:
+    config = load_config("tiny", overrides={"faults": {"missing_data_days": [CALENDAR.start_date.isoformat()]}})
+    with pytest.raises(PipelineStepError, match="have not arrived"):
+        materialize_sample_streams(context(config), CALENDAR.start_date)
+
+
+def test_teacher_records_one_logit_per_trained_sample_and_registers_the_snapshot(batch: StageContext) -> None:
+    registry = SnapshotRegistry(batch.store)
+    (record,) = registry.for_partition(BATCH)
+    assert record.status == "good" and record.attempt == 1 and record.snapshot_id == f"teacher@{BATCH}#run00000"
+    for day in CALENDAR.batch_window():
+        logits = batch.store.read_parquet(layout.teacher_logits_path(BATCH, day))
+        samples = batch.store.read_parquet(layout.samples_path("teacher", day))
+        assert logits["sample_id"].sort().equals(samples["sample_id"].sort())
+        assert logits["teacher_logit"].is_finite().all()
+        assert set(logits["teacher_snapshot"]) == {record.snapshot_id}
+
+
+def test_dataset_manifest_and_full_coverage(batch: StageContext) -> None:
+    manifest = read_manifest(batch, RANKER, BATCH, "test")
+    assert manifest.stats["coverage"] == pytest.approx(1.0)
+    assert manifest.provenance.teacher_snapshots == [f"teacher@{BATCH}#run00000"]
+    assert manifest.provenance.inputs == {partition_ref("teacher_logits", BATCH): f"teacher@{BATCH}#run00000"}
+    rows = sum(batch.store.read_parquet(layout.student_samples_path(RANKER.name, d)).height
+               for d in CALENDAR.batch_window())
+    assert manifest.stats["n_rows"] == rows
+
+
+def test_students_continue_their_own_chains(batch: StageContext) -> None:
+    day_ctx = replace(batch, identity=RunIdentity("run11111"))
+    train_teacher_partition(day_ctx, FIRST_STREAMING)
+    for student in CONFIG.active_students:
+        build_student_dataset(day_ctx, student, FIRST_STREAMING)
+        result = train_student_partition(day_ctx, student, FIRST_STREAMING, "distilled")
+        assert result.parent_snapshot == f"{student.name}/distilled@{BATCH}#run00000"
+        assert result.phase == "streaming" and result.distilled
+        assert result.provenance.inputs[partition_ref(f"{student.name}/student_checkpoint", BATCH)] == \
+            result.parent_snapshot
+        baseline = train_student_partition(day_ctx, student, FIRST_STREAMING, "baseline")
+        assert baseline.provenance.teacher_snapshots == [] and not baseline.distilled
+
+
+def test_reports_cumulate_from_the_previous_day(batch: StageContext) -> None:
+    first = evaluate_partition(batch, RANKER, BATCH).report
+    assert first.cumulative.days == [BATCH.isoformat()]
+    assert first.daily.n_eval == CONFIG.data.impressions_per_day
+    assert first.parameters.served < first.parameters.student < first.parameters.teacher
+    assert first.serving.student_us > 0 and first.serving.teacher_us > 0
+    # The teacher's eval scores are stored once per snapshot and reused by the other student's report.
+    scores = batch.store.list(f"eval_scores/teacher/{BATCH}")
+    evaluate_partition(batch, PRERANK, BATCH)
+    assert batch.store.list(f"eval_scores/teacher/{BATCH}") == scores
+
+
+def test_report_refuses_to_skip_a_day(ctx: StageContext) -> None:
+    with pytest.raises(PipelineStepError, match="has not been materialized|missing"):
+        evaluate_partition(ctx, RANKER, FIRST_STREAMING + (FIRST_STREAMING - BATCH))
+
+
+def test_unusable_teacher_logits_never_reach_a_dataset() -> None:
+    small = load_config("tiny", overrides={"calendar": {"batch_days": 1}, "teacher": {"optim": {"batch_phase_epochs": 1}}})
+    isolated = context(small)
+    materialize_sample_streams(isolated, small.calendar.start_date)
+    batch_day = small.calendar.batch_end
+    result = train_teacher_partition(isolated, batch_day)
+    build_student_dataset(isolated, RANKER, batch_day)
+    SnapshotRegistry(isolated.store).mark_bad(result.snapshot_id, reason="drill", detected_by="test")
+    with pytest.raises(PipelineStepError, match=r"unusable: teacher@.* is bad \(drill\)"):
+        build_student_dataset(isolated, RANKER, batch_day)
+    # The dataset joined before the snapshot went bad: the student refuses to train on it.
+    with pytest.raises(PipelineStepError, match=r"ranker/student_checkpoint .*unusable: teacher@.* is bad"):
+        train_student_partition(isolated, RANKER, batch_day, "distilled")
+
+
+def test_a_streaming_day_needs_yesterday(ctx: StageContext) -> None:
+    fresh = context()
+    for day in (FIRST_STREAMING, FIRST_STREAMING):
+        materialize_sample_streams(fresh, day)
+    with pytest.raises(PipelineStepError, match=f"{TEACHER_CHECKPOINT} partition {BATCH} has not been materialized"):
+        train_teacher_partition(fresh, FIRST_STREAMING)
+
+
+def test_partition_outside_the_calendar(ctx: StageContext) -> None:
+    with pytest.raises(PipelineStepError, match="outside the training calendar"):
+        train_teacher_partition(ctx, date(2030, 1, 1))
+
+
+def test_the_stage_package_reads_only_its_store(batch: StageContext) -> None:
+    frame = batch.store.read_parquet(layout.student_dataset_path(RANKER.name, BATCH, CALENDAR.start_date))
+    assert isinstance(frame, pl.DataFrame) and frame["teacher_logit"].null_count() == 0

@@ -53,8 +53,9 @@ e2e: install  ## browser end-to-end tests: dagster dev + mlflow server (tiny pro
 	RECDISTILL_REQUIRE_E2E=1 RECDISTILL_CHROMIUM=$(CHROMIUM) RECDISTILL_E2E_OUT=$(E2E_OUT) $(PY) -m pytest -q -m e2e
 	@echo "e2e: screenshots in $(E2E_OUT)/screenshots, server logs in $(E2E_OUT)/logs"
 
-lint: install
+lint: install  ## ruff, and mypy (strict on models/, the stage and report packages; see pyproject.toml)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 validate: install  ## dagster's own check of the code location
 	$(PY) -c "from recdistill_dagster.home import ensure_dagster_home, state_home; ensure_dagster_home(state_home())"

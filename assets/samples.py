@@ -43,7 +43,8 @@ def _streams(config: PipelineConfig, graph: AssetGraph) -> dict[str, tuple[str, 
 def build_sample_assets(config: PipelineConfig, graph: AssetGraph, partitions: PipelinePartitions) -> list[Any]:
     streams = _streams(config, graph)
     specs = [
-        AssetSpec(asset_key(key), description=description, group_name=GROUP_DATA, kinds={"polars", "parquet"}, owners=OWNERS,
+        AssetSpec(asset_key(key), description=description, group_name=GROUP_DATA, kinds={"polars", "parquet"},
+                  owners=OWNERS,
                   tags={"stream": stream, "recdistill/artifact": "samples"},
                   code_version=code_version("recdistill_dagster.stages.samples"))
         for stream, (key, description) in streams.items()

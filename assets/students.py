@@ -48,7 +48,8 @@ def build_student_assets(students: tuple[StudentConfig, ...], graph: AssetGraph,
     return [definition for student in students for definition in _student_assets(student, graph, partitions)]
 
 
-def _student_assets(student: StudentConfig, graph: AssetGraph, partitions: PipelinePartitions) -> list[AssetsDefinition]:
+def _student_assets(student: StudentConfig, graph: AssetGraph,
+                    partitions: PipelinePartitions) -> list[AssetsDefinition]:
     keys = graph.student(student.name)
     common: dict[str, Any] = dict(partitions_def=partitions.training, backfill_policy=SINGLE_RUN, pool=TRAINING_POOL,
                                   group_name=student.name, owners=OWNERS)
@@ -113,7 +114,8 @@ def _student_assets(student: StudentConfig, graph: AssetGraph, partitions: Pipel
         code_version=code_version("recdistill_dagster.stages.evaluation"),
         description=(f"Progressive validation of {student.name} on the next day's unsampled log: AUC/LogLoss of "
                      "teacher, baseline and distilled student (main and aux tower), the Bayes limit, teacher gain, "
-                     "distillation gain and η with paired-bootstrap intervals, for the day and cumulated (within-day)."),
+                     "distillation gain and η with paired-bootstrap intervals, for the day and cumulated "
+                     "(within-day)."),
         **common,
     )
     def transferability_report(context: AssetExecutionContext, settings: PipelineSettings,

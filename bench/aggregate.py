@@ -48,9 +48,9 @@ def _finite(values: np.ndarray) -> bool:
 def calibration(frame: pl.DataFrame, sources: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Mean predicted rate vs observed rate vs mean p_true, overall and per traffic source."""
     def block(part: pl.DataFrame) -> dict[str, Any]:
-        out: dict[str, Any] = {"rows": part.height, "observed": float(part["label"].mean())}
+        out: dict[str, Any] = {"rows": part.height, "observed": float(part["label"].to_numpy().mean())}
         if part["p_true"].null_count() == 0:
-            out["p_true"] = float(part["p_true"].mean())
+            out["p_true"] = float(part["p_true"].to_numpy().mean())
         for name in MODELS:
             values = part[name].to_numpy()
             if _finite(values):
@@ -76,7 +76,8 @@ def _loss_magnitudes(run: CellRun) -> dict[str, Any] | None:
     latest: dict[str, Any] = {}
     for record in sorted(records, key=lambda r: r.storage_id):
         mat = record.asset_materialization
-        latest[mat.partition] = mat.metadata
+        if mat is not None and mat.partition is not None:
+            latest[mat.partition] = mat.metadata
     for partition, metadata in sorted(latest.items()):
         task, ce = metadata.get("task_loss"), metadata.get("distill_loss")
         if task is None or ce is None or task.value is None or ce.value is None:
@@ -139,8 +140,7 @@ def summarize_cell(runs: list[CellRun], *, n_boot: int, seed: int = 0) -> dict[s
     per_day = _per_day(predictions)
     pooled_frame = pl.concat(predictions)
     sources = getattr(config.data, "traffic_sources", None)
-    losses = [_loss_magnitudes(run) for run in runs]
-    losses = [x for x in losses if x is not None]
+    losses = [x for run in runs if (x := _loss_magnitudes(run)) is not None]
     return {
         "seeds": [run.seed for run in runs],
         "n_eval_rows": main.n_rows,

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from recdistill_dagster.reporting import fmt, fmt_ci
+from recdistill_dagster.report.text import fmt, fmt_ci
 
 
 def main_entry(profile: str, cell: dict[str, Any]) -> dict[str, Any]:

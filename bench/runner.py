@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -153,7 +154,7 @@ def _write_overrides(home: Path, merged: dict[str, Any]) -> str:
 
 
 def run_cell(root: Path, name: str, profile: str, overrides: dict[str, Any], seed: int,
-             log=log_line) -> CellRun:
+             log: Callable[[str], None] = log_line) -> CellRun:
     """Materialize one cell (all training partitions, in date order) unless it already ran."""
     merged, config, fingerprint = cell_identity(profile, overrides, seed)
     # Cells with identical configurations (e.g. the default recipe in several experiments) share a home.
@@ -185,7 +186,7 @@ def run_cell(root: Path, name: str, profile: str, overrides: dict[str, Any], see
     return CellRun(name, seed, home, config, merged, shared_from, seconds)
 
 
-def run_streams(root: Path, profile: str, overrides: dict[str, Any], log=log_line) -> Path:
+def run_streams(root: Path, profile: str, overrides: dict[str, Any], log: Callable[[str], None] = log_line) -> Path:
     """Materialize only the sample streams of a data configuration, for every cell that links them.
 
     Run as their own task so that cells of every seed can start as soon as the streams exist.
@@ -204,7 +205,7 @@ def run_streams(root: Path, profile: str, overrides: dict[str, Any], log=log_lin
 
 
 def _materialize(home: Path, profile: str, config_file: str, config: PipelineConfig, shared: set[str],
-                 log, streams_only: bool = False) -> None:
+                 log: Callable[[str], None], streams_only: bool = False) -> None:
     from dagster import AssetKey, DagsterInstance
 
     from recdistill_dagster.definitions import DAILY_TRAINING_JOB, SAMPLE_STREAMS_JOB, build_definitions

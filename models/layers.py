@@ -7,7 +7,7 @@ new users do not poison a batch.
 """
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -59,14 +59,21 @@ class FeatureEmbedding(nn.Module):
     one representation: item ⊕ category ⊕ creator (a sum of the three embeddings).
     """
 
+    item_category: torch.Tensor  # (n_items,) buffer: an item id's category id
+    item_creator: torch.Tensor  # (n_items,) buffer: an item id's creator id
+
     def __init__(self, vocab: FeatureVocab, dim: int) -> None:
         super().__init__()
         self.dim = dim
         self.tables = nn.ModuleList(nn.Embedding(vocab.size_of(name), dim) for name in SPARSE_FEATURES)
         self.register_buffer("item_category", torch.as_tensor(vocab.item_category, dtype=torch.long))
         self.register_buffer("item_creator", torch.as_tensor(vocab.item_creator, dtype=torch.long))
-        for table in self.tables:
-            nn.init.normal_(table.weight, std=0.05)
+        for feature in range(len(self.tables)):
+            nn.init.normal_(self.table(feature).weight, std=0.05)
+
+    def table(self, feature: int) -> nn.Embedding:
+        """The embedding table of one sparse feature (index into SPARSE_FEATURES)."""
+        return cast(nn.Embedding, self.tables[feature])
 
     def sparse(self, sparse: torch.Tensor) -> torch.Tensor:
         # sparse (B, S) → (B, S, E)
@@ -74,7 +81,8 @@ class FeatureEmbedding(nn.Module):
 
     def item(self, item: torch.Tensor, category: torch.Tensor, creator: torch.Tensor) -> torch.Tensor:
         # any shape (...) → (..., E)
-        return self.tables[ITEM](item) + self.tables[CATEGORY](category) + self.tables[CREATOR](creator)
+        embedded: torch.Tensor = self.table(ITEM)(item) + self.table(CATEGORY)(category) + self.table(CREATOR)(creator)
+        return embedded
 
     def side_info(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # item ids (...) → their category and creator ids (...), (...)
@@ -91,8 +99,9 @@ class FeatureEmbedding(nn.Module):
         side features are per item, so composing them over the vocabulary (n_items rows) is far
         cheaper than over B·L history positions, forward and backward.
         """
-        return (self.tables[ITEM].weight + self.tables[CATEGORY](self.item_category)
-                + self.tables[CREATOR](self.item_creator))
+        table: torch.Tensor = (self.table(ITEM).weight + self.table(CATEGORY)(self.item_category)
+                               + self.table(CREATOR)(self.item_creator))
+        return table
 
     def history(self, history: torch.Tensor,
                 table: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -257,12 +266,17 @@ class SequenceCompressor(nn.Module):
             extra = uniform.unsqueeze(1)  # (B, 1, L)
         else:
             extra = sequence.new_zeros(b, 0, length)
-        pooled, weights = _PooledAttention.apply(q_key, sequence, score_bias, mask, extra, self.scale)
+        pooled: torch.Tensor
+        weights: torch.Tensor
+        # autograd.Function.apply is untyped in torch: the two outputs are forward's.
+        pooled, weights = _PooledAttention.apply(  # type: ignore[no-untyped-call]
+            q_key, sequence, score_bias, mask, extra, self.scale)
         if position is not None:
             pooled = pooled + weights @ position  # (B, K', L) @ (L, E)
         # Σ w = 1 except for empty histories, whose output is zero rather than value's bias.
         valid = mask.any(dim=1).to(sequence.dtype)[:, None, None]  # (B, 1, 1)
-        return self.value(pooled) * valid
+        compressed: torch.Tensor = self.value(pooled) * valid
+        return compressed
 
 
 class PerTokenFFN(nn.Module):
@@ -332,4 +346,5 @@ class TokenMixerBlock(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         tokens = self.norm_mix(tokens + self.mix(tokens))
-        return self.norm_ffn(tokens + self.dropout(self.ffn(tokens)))
+        mixed: torch.Tensor = self.norm_ffn(tokens + self.dropout(self.ffn(tokens)))
+        return mixed

@@ -83,8 +83,8 @@ class RankedScores:
         total_pos = float(positive_w.sum())
         if total_pos <= 0 or total_neg <= 0:
             return float("nan")
-        wins2 = positive_w @ (cumulative[self.below] + cumulative[self.not_above]).astype(np.float64)
-        return float(wins2 / (2.0 * total_pos * total_neg))
+        weighted_wins2 = positive_w @ (cumulative[self.below] + cumulative[self.not_above]).astype(np.float64)
+        return float(weighted_wins2 / (2.0 * total_pos * total_neg))
 
 
 def logloss(probs: np.ndarray, labels: np.ndarray, eps: float = 1e-7) -> float:
@@ -195,7 +195,7 @@ class PooledEstimate:
     eta_ci: tuple[float, float] | None
     significant: bool
     reason: str | None
-    per_seed: list[dict[str, float]]  # each seed's AUCs, gains and η (None when its teacher gain ≤ 0)
+    per_seed: list[dict[str, float | None]]  # each seed's AUCs, gains and η (None when its teacher gain ≤ 0)
     n_boot: int = 0
     level: float = 0.95
 

@@ -72,7 +72,8 @@ class _StudentTrunk(nn.Module):
             match = self.match(sparse[:, CANDIDATE_IDS], history, history_category, history_creator)  # (B, 4·W)
             parts.append(self.match_projection(match))  # (B, E)
         parts += [attended, candidate * attended, mean, candidate * mean, embedded[:, USER] * candidate]
-        return self.backbone(torch.cat(parts, dim=1))
+        shared: torch.Tensor = self.backbone(torch.cat(parts, dim=1))  # (B, H)
+        return shared
 
 
 class StudentModel(_StudentTrunk):
@@ -138,6 +139,8 @@ class StudentMainTower(_StudentTrunk):
         self.main_tower = student.main_tower
         self.seq_len = student.seq_len
         self.attention_len = student.attention_len
+        self.r_s: torch.Tensor
+        self.p_x: torch.Tensor
         self.register_buffer("r_s", torch.tensor(policy.r_s, dtype=torch.float32))
         self.register_buffer("p_x", torch.tensor(policy.positive_keep_by_source, dtype=torch.float32))
 

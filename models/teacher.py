@@ -86,7 +86,8 @@ class TeacherModel(nn.Module):
         tokens = self.tokenize(vectors.reshape(b, -1))  # (B, T, D)
         for block in self.blocks:
             tokens = block(tokens)  # (B, T, D)
-        return self.head(tokens.mean(dim=1)).squeeze(-1)
+        logit: torch.Tensor = self.head(tokens.mean(dim=1)).squeeze(-1)  # (B,)
+        return logit
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

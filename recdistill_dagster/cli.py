@@ -16,7 +16,6 @@ import sys
 import time
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
 
 from recdistill_dagster.config import ConfigError, PipelineConfig, load_config
 from recdistill_dagster.home import active_profile, ensure_dagster_home, mlflow_tracking_uri, state_home

@@ -474,7 +474,8 @@ class PipelineConfig(StrictModel):
                 raise ValueError(
                     f"students[{spec.name}].sampling keeps rows the teacher's stream drops (negative_keep "
                     f"{spec.sampling.negative_keep} vs {teacher_policy.negative_keep}, positive keep "
-                    f"{list(spec.sampling.positive_keep_by_source)} vs {list(teacher_policy.positive_keep_by_source)}): "
+                    f"{list(spec.sampling.positive_keep_by_source)} vs "
+                    f"{list(teacher_policy.positive_keep_by_source)}): "
                     "those rows would never have a teacher logit; keep every rate at most the teacher's"
                 )
         logged = self.data.logged_history_len
@@ -508,7 +509,7 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
         current = merged.get(key)
         if isinstance(value, Mapping) and isinstance(current, Mapping):
             merged[key] = deep_merge(current, value)
-        elif _named_entries(value) and _named_entries(current):
+        elif _named_entries(value) and _named_entries(current) and current is not None:
             names = [entry["name"] for entry in value]
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:

@@ -182,7 +182,7 @@ class GraphQLLineage:
 
 
 def teacher_snapshots(nodes: list[Node]) -> list[str]:
-    found = set()
+    found: set[str] = set()
     for node in nodes:
         found.update(node["metadata"].get("teacher_snapshots") or [])
         if node["metadata"].get("teacher_snapshot"):

@@ -34,7 +34,8 @@ PAGE = 1000
 def latest_metadata(instance: DagsterInstance, key: str) -> dict[str, dict[str, Any]]:
     """partition key → metadata (plain values) of its latest materialization, plus the run id."""
     latest: dict[str, dict[str, Any]] = {}
-    records, cursor = [], None
+    records: list[Any] = []
+    cursor: str | None = None
     while True:  # newest first, a page at a time (the event log caps a fetch at 10,000 records)
         page = instance.fetch_materializations(AssetKey.from_user_string(key), limit=PAGE, cursor=cursor,
                                                ascending=False)

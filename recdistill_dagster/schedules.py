@@ -38,7 +38,7 @@ def build_schedules(calendar: CalendarConfig, graph: AssetGraph, data_job_name: 
 
     @schedule(job_name=data_job_name, cron_schedule="30 0 * * *", name="daily_sample_streams",
               description="Write yesterday's sample streams (evaluation, teacher, student).")
-    def daily_sample_streams(context: ScheduleEvaluationContext):
+    def daily_sample_streams(context: ScheduleEvaluationContext) -> RunRequest | SkipReason:
         day = _yesterday(context)
         if not calendar.start_date <= day <= calendar.last_data_day:
             return SkipReason(f"{day} is outside the data calendar {calendar.start_date}..{calendar.last_data_day}")
@@ -46,7 +46,7 @@ def build_schedules(calendar: CalendarConfig, graph: AssetGraph, data_job_name: 
 
     @schedule(job_name=training_job_name, cron_schedule="30 1 * * *", name="daily_training",
               description="Report the models after the day before yesterday on yesterday, then train on yesterday.")
-    def daily_training(context: ScheduleEvaluationContext):
+    def daily_training(context: ScheduleEvaluationContext) -> list[RunRequest] | SkipReason:
         day = _yesterday(context)
         requests = []
         previous = day - timedelta(days=1)

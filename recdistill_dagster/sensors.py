@@ -13,6 +13,7 @@ It logs what it did and why; a skip says why nothing was launched.
 from typing import Any
 
 from dagster import (
+    AssetCheckEvaluation,
     AssetCheckKey,
     AssetKey,
     DagsterRunStatus,
@@ -54,6 +55,8 @@ def record_failed_checks(context: SensorEvaluationContext, registry: SnapshotReg
             continue
         newest = max(newest, record.id)
         evaluation = record.event.dagster_event.event_specific_data
+        if not isinstance(evaluation, AssetCheckEvaluation):
+            continue
         snapshot = getattr(evaluation.metadata.get("teacher_snapshot"), "value", None)
         if not snapshot:
             context.log.warning(f"failed teacher_health on {evaluation.partition} names no snapshot; skipped")
@@ -62,11 +65,11 @@ def record_failed_checks(context: SensorEvaluationContext, registry: SnapshotReg
                                    detected_by=f"{ROLLBACK_SENSOR} (check evaluation {record.id})")
         context.log.info(f"recorded {snapshot} as bad: produced by run {record.run_id}, detected "
                          f"{marked.detected_at:%Y-%m-%d %H:%M:%S} UTC; reason: {marked.reason}")
-    for record in registry.all():  # anything unhealthy the event log did not surface
-        if record.status == "unhealthy":
-            registry.mark_bad(record.snapshot_id, reason=record.reason or "unhealthy",
+    for snapshot_record in registry.all():  # anything unhealthy the event log did not surface
+        if snapshot_record.status == "unhealthy":
+            registry.mark_bad(snapshot_record.snapshot_id, reason=snapshot_record.reason or "unhealthy",
                               detected_by=f"{ROLLBACK_SENSOR} (registry scan)")
-            context.log.info(f"recorded {record.snapshot_id} as bad (registry scan): {record.reason}")
+            context.log.info(f"recorded {snapshot_record.snapshot_id} as bad (registry scan): {snapshot_record.reason}")
     return newest
 
 
@@ -84,7 +87,7 @@ def build_rollback_sensor(config: PipelineConfig, graph: AssetGraph, store: Stor
             "and every later day of their chains. The teacher retrains the bad day from the last good snapshot."
         ),
     )
-    def teacher_rollback_sensor(context: SensorEvaluationContext):
+    def teacher_rollback_sensor(context: SensorEvaluationContext) -> SensorResult:
         registry = SnapshotRegistry(store)
         cursor = int(context.cursor or 0)
         new_cursor = record_failed_checks(context, registry, cursor)
@@ -95,7 +98,7 @@ def build_rollback_sensor(config: PipelineConfig, graph: AssetGraph, store: Stor
                 f"waiting: run(s) {', '.join(r.run_id[:8] for r in busy)} still in progress on the training lane"
             ), cursor=str(new_cursor))
         plan = plan_repair(context.instance, config, registry)
-        if not plan.needed:
+        if plan.start is None or plan.end is None:
             return SensorResult(skip_reason=SkipReason(plan.reason), cursor=str(new_cursor))
         context.log.info(f"repair: {plan.reason}; invalid partitions: {plan.invalid}")
         request = RunRequest(

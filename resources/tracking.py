@@ -8,7 +8,7 @@ open (the trap of the legacy dagster-mlflow resource).
 
 import json
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -62,7 +62,7 @@ class TrackedRun:
         for start in range(0, len(entries), _METRIC_BATCH):
             self.client.log_batch(self.run_id, metrics=entries[start : start + _METRIC_BATCH])
 
-    def log_step_history(self, history: list[Mapping[str, Any]], prefix: str = "train") -> None:
+    def log_step_history(self, history: Sequence[Mapping[str, Any]], prefix: str = "train") -> None:
         """Per-step training metrics (each dict has a `step` and numeric values)."""
         entries = []
         for row in history:

@@ -39,9 +39,10 @@ def row_uniforms(sample_ids: np.ndarray | pl.Series, seed: int) -> np.ndarray:
 def sample_stream(impressions: pl.DataFrame, policy: SamplingPolicy, *, seed: int) -> pl.DataFrame:
     """Keep positives with p_x(source) and negatives with negative_keep; stamp the policy's columns."""
     n_sources = len(policy.positive_keep_by_source)
-    if impressions.height and int(impressions["traffic_source"].max()) >= n_sources:  # type: ignore[arg-type]
+    largest = int(impressions["traffic_source"].to_numpy().max()) if impressions.height else -1
+    if largest >= n_sources:
         raise ValueError(
-            f"traffic_source {impressions['traffic_source'].max()} has no positive keep rate: the policy "
+            f"traffic_source {largest} has no positive keep rate: the policy "
             f"lists {n_sources} source(s)"
         )
     p_x = np.asarray(policy.positive_keep_by_source, dtype=np.float64)[

@@ -71,7 +71,8 @@ def plot_eta_over_days(history: Sequence[TransferabilityReport]) -> bytes:
     daily = [r.daily.gains for r in history]
     fig, (ax_gain, ax_eta) = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
     _errorbars(ax_gain, left, daily, "teacher_gain", "teacher_gain_ci", "C3", "teacher gain P_T − P_S_raw")
-    _errorbars(ax_gain, right, daily, "distill_gain", "distill_gain_ci", "C0", "distillation gain P_S_distill − P_S_raw")
+    _errorbars(ax_gain, right, daily, "distill_gain", "distill_gain_ci", "C0",
+               "distillation gain P_S_distill − P_S_raw")
     ax_gain.axhline(0.0, color="grey", lw=0.8)
     ax_gain.set_title("AUC gains per day with their intervals")
     ax_gain.legend(fontsize=8)

@@ -134,7 +134,8 @@ def build_student_page(config: PipelineConfig, store: Store, student: str, up_to
     )
     roles = ("teacher", "distilled", "baseline")
     provenance = _table(
-        ["day", "teacher snapshot", "distilled snapshot", "baseline snapshot", "MLflow runs (teacher / distilled / baseline)"],
+        ["day", "teacher snapshot", "distilled snapshot", "baseline snapshot",
+         "MLflow runs (teacher / distilled / baseline)"],
         [[r.day, *(r.snapshots.get(role, "?") for role in roles),
           " / ".join((r.mlflow_runs.get(role) or "?")[:8] for role in roles)] for r in history],
     )
@@ -178,7 +179,8 @@ size (ratio near 1).</p>
 
 <h2>Provenance</h2>
 {provenance}"""
-    return ReportPage(student=student, day=last.day, template=_page(f"Rec-Distill · {student} · up to {last.day}", body),
+    title = f"Rec-Distill · {student} · up to {last.day}"
+    return ReportPage(student=student, day=last.day, template=_page(title, body),
                       plots=plots)
 
 

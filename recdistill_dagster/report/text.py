@@ -37,9 +37,9 @@ def report_markdown(report: TransferabilityReport, png: bytes | None = None) -> 
               for m in (*REPORT_MODELS, BAYES)]
     for label, field, digits in (("teacher gain ΔGain_scale", "teacher_gain", 4),
                                  ("distillation gain ΔGain_distill", "distill_gain", 4), ("**η**", "eta", 3)):
-        lines.append(f"| {label} | {fmt(getattr(day.gains, field), digits)} {fmt_ci(getattr(day.gains, field + '_ci'), digits)} "
-                     f"| {fmt(getattr(cumulative.gains, field), digits)} "
-                     f"{fmt_ci(getattr(cumulative.gains, field + '_ci'), digits)} |")
+        cells = [f"{fmt(getattr(g, field), digits)} {fmt_ci(getattr(g, field + '_ci'), digits)}"
+                 for g in (day.gains, cumulative.gains)]
+        lines.append(f"| {label} | {cells[0]} | {cells[1]} |")
     lines += [f"| evaluation rows | {day.n_eval:,} | {cumulative.n_eval:,} |", ""]
     for scope, gains in (("day", day.gains), ("cumulated", cumulative.gains)):
         if gains.eta is None and gains.note:

@@ -7,10 +7,10 @@ import polars as pl
 import pytest
 import torch
 
+from models.inference import predict_logits
 from models.metrics import auc
 from models.student import StudentModel
 from models.teacher import TeacherModel
-from models.inference import predict_logits
 from models.training import TrainStats, make_optimizer, train_student, train_teacher
 from recdistill_dagster.config import DistillConfig, OptimConfig, SamplingPolicy, StudentArch, TeacherArch
 from recdistill_dagster.data.schema import TEACHER_LOGIT_SCHEMA

@@ -57,7 +57,7 @@ def test_dropped_logits_warn_and_train_on_task_loss_only(tmp_path: Path) -> None
         assert dataset["dagster/row_count"] > dataset["matched_rows"]
         trained = _latest_metadata(instance, f"{student}/student_checkpoint", day.isoformat())
         assert trained["train_samples"] == dataset["dagster/row_count"]  # every row trained (task loss)
-        assert trained["distill_matched_fraction"] == pytest.approx(dataset["join_coverage"], abs=1e-6)
+        assert trained["distill_matched_fraction"] == pytest.approx(dataset["join_coverage"], abs=1e-4)
 
 
 def test_coverage_below_the_floor_blocks_the_student(tmp_path: Path) -> None:

@@ -122,12 +122,13 @@ def test_reports_cumulate_from_the_previous_day(batch: StageContext) -> None:
 
 
 def test_report_refuses_to_skip_a_day(ctx: StageContext) -> None:
-    with pytest.raises(PipelineStepError, match="has not been materialized|missing"):
+    with pytest.raises(PipelineStepError, match=r"has not been materialized|missing"):
         evaluate_partition(ctx, RANKER, FIRST_STREAMING + (FIRST_STREAMING - BATCH))
 
 
 def test_unusable_teacher_logits_never_reach_a_dataset() -> None:
-    small = load_config("tiny", overrides={"calendar": {"batch_days": 1}, "teacher": {"optim": {"batch_phase_epochs": 1}}})
+    small = load_config("tiny", overrides={"calendar": {"batch_days": 1},
+                                           "teacher": {"optim": {"batch_phase_epochs": 1}}})
     isolated = context(small)
     materialize_sample_streams(isolated, small.calendar.start_date)
     batch_day = small.calendar.batch_end

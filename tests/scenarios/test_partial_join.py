@@ -1,5 +1,6 @@
 """Partial joins: lost teacher logits are masked in training, reported, and checked."""
 
+import math
 from pathlib import Path
 
 import pytest
@@ -52,7 +53,10 @@ def test_dropped_logits_warn_and_train_on_task_loss_only(tmp_path: Path) -> None
         evaluation = _check(result, f"{student}/student_dataset")
         assert not evaluation.passed and evaluation.severity == AssetCheckSeverity.WARN
         dataset = _latest_metadata(instance, f"{student}/student_dataset", day.isoformat())
-        assert dataset["join_coverage"] == pytest.approx(0.7, abs=0.03)
+        # The teacher lost exactly 30% of its records; a student's rows are a random subset of the
+        # teacher's, so its coverage is 0.7 within binomial noise (4 standard errors).
+        rows = dataset["dagster/row_count"]
+        assert dataset["join_coverage"] == pytest.approx(0.7, abs=4 * math.sqrt(0.21 / rows))
         assert dataset["unmatched_label_rate"] is not None  # rows kept, not dropped
         assert dataset["dagster/row_count"] > dataset["matched_rows"]
         trained = _latest_metadata(instance, f"{student}/student_checkpoint", day.isoformat())

@@ -54,7 +54,7 @@ test: install  ## unit + integration tests (tiny profile through Dagster)
 # PostgreSQL 15 (initdb/pg_ctl as the postgres user), a moto S3 server and an MLflow server on Postgres + S3,
 # each started on 127.0.0.1 on a free port by the tests' fixtures and stopped afterwards, also on failure.
 test-integrations: install-integrations  ## real components: Postgres-backed Dagster, S3, MLflow server, ONNX, DDP
-	$(PY) -m pytest -q -m integrations -p no:cacheprovider -rA
+	$(PY) -m pytest -v -m integrations -p no:cacheprovider
 
 scenarios: install  ## operational scenarios (kill -9 mid-write, …)
 	$(PY) -m pytest -q -m scenario

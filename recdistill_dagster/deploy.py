@@ -12,8 +12,6 @@ environment variable named in `PostgresStorage.password_env` (`{env: VAR}` in th
 """
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ import yaml
 from pydantic import Field
 
 from recdistill_dagster.config import StrictModel
+from recdistill_dagster.files import replacing
 from recdistill_dagster.home import DAGSTER_YAML
 
 DEFAULT_PG_PORT = 5432
@@ -75,16 +74,9 @@ def postgres_dagster_yaml(storage: PostgresStorage) -> str:
 
 def write_dagster_yaml(dagster_home: Path, text: str) -> Path:
     """Write `<dagster_home>/dagster.yaml` atomically (temp file in the folder, then rename)."""
-    dagster_home.mkdir(parents=True, exist_ok=True)
     target = dagster_home / "dagster.yaml"
-    handle, temp = tempfile.mkstemp(dir=dagster_home, prefix=".dagster.yaml.tmp-")
-    try:
-        with os.fdopen(handle, "w") as out:
-            out.write(text)
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    with replacing(target) as temp:
+        temp.write_text(text)
     return target
 
 

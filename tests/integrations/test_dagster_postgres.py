@@ -88,6 +88,7 @@ def test_postgres_instance_has_postgres_storage_and_the_lane_limits(pipeline: Po
     report("postgres", f"Dagster instance storage {type(instance.run_storage).__name__}, "
           f"{type(instance.event_log_storage).__name__}, {type(instance.schedule_storage).__name__}")
     concurrency = instance.get_concurrency_config()
+    assert concurrency.run_queue_config is not None
     limits = [(rule["key"], rule.get("value"), rule["limit"])
               for rule in concurrency.run_queue_config.tag_concurrency_limits]
     assert ("recdistill/lane", "training", 1) in limits
@@ -155,7 +156,8 @@ def test_rollback_sensor_repairs_from_the_postgres_event_log(pipeline: PostgresP
     (request,) = tick.run_requests or []
     assert (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]) == (bad_day.isoformat(), last.isoformat())
     repair = execute_range(pipeline.defs, ROLLBACK_REPAIR_JOB, bad_day, last, pipeline.instance,
-                           asset_selection=request.asset_selection, tags=request.tags)
+                           asset_selection=list(request.asset_selection) if request.asset_selection else None,
+                           tags=dict(request.tags))
     pipeline.assert_stored(repair)
     retrained = pipeline.registry.for_partition(bad_day)[-1]
     assert retrained.snapshot_id != bad.snapshot_id and retrained.status == "good"

@@ -48,6 +48,18 @@ movielens: install  ## the same graph on MovieLens 100K (3 streaming days), stat
 	RECDISTILL_PROFILE=movielens RECDISTILL_HOME=$(CURDIR)/.state/movielens \
 		DAGSTER_HOME=$(CURDIR)/.state/movielens/dagster $(PY) -m recdistill_dagster run --profile movielens
 
+# GroupLens' published ML-100K layout (u.data tab-separated; u.item, u.user `|`-separated, latin-1), written from
+# the shared parquet copy into a temp folder (the published files are not on this machine, and the data set's
+# terms forbid committing either form), read in place by the pipeline, deleted afterwards.
+MOVIELENS_PARQUET ?= $(abspath $(CURDIR)/../shared/datasets/movielens-100k)
+movielens-published: install  ## `make movielens` on the published ML-100K files (u.data, u.item, u.user)
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; folder="$$tmp/ml-100k"; \
+	$(PY) -c "import sys; from pathlib import Path; from recdistill_dagster.data.movielens_formats import \
+		write_published_ml100k as w; w(Path(sys.argv[1]), Path(sys.argv[2]))" "$(MOVIELENS_PARQUET)" "$$folder"; \
+	echo "published ML-100K layout in $$folder:"; ls -l "$$folder"; \
+	RECDISTILL_MOVIELENS="$$folder" RECDISTILL_PROFILE=movielens RECDISTILL_HOME=$(CURDIR)/.state/movielens-published \
+		DAGSTER_HOME=$(CURDIR)/.state/movielens-published/dagster $(PY) -m recdistill_dagster run --profile movielens
+
 test: install  ## unit + integration tests (tiny profile through Dagster)
 	$(PY) -m pytest -q
 

@@ -65,7 +65,13 @@ test: install  ## unit + integration tests (tiny profile through Dagster)
 
 # PostgreSQL 15 (initdb/pg_ctl as the postgres user), a moto S3 server and an MLflow server on Postgres + S3,
 # each started on 127.0.0.1 on a free port by the tests' fixtures and stopped afterwards, also on failure.
+# The PostgreSQL server binaries come from the machine image; where they are missing, Debian's package.
 test-integrations: install-integrations  ## real components: Postgres-backed Dagster, S3, MLflow server, ONNX, DDP
+	@if [ -z "$$RECDISTILL_PG_BIN" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		echo "test-integrations: installing Debian's postgresql (apt-get)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	fi
 	$(PY) -m pytest -v -m integrations -p no:cacheprovider
 
 scenarios: install  ## operational scenarios (kill -9 mid-write, …)

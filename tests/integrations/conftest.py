@@ -5,6 +5,7 @@ them; each names itself in the output: `postgres: …`, `s3: …`, `mlflow-serve
 instance on Postgres gets its own database per test module.
 """
 
+import importlib.util
 import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,24 @@ from recdistill_dagster.services import (
     postgres_server,
     s3_server,
 )
+
+# The `integrations` extra (make install-integrations); `make install` alone does not have it.
+EXTRA_MODULES = ("dagster_postgres", "psycopg2", "s3fs", "moto", "boto3", "onnx", "onnxruntime", "onnxscript")
+MARKER = "integrations"
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Without the extra, the default suite skips this folder; asking for the marker is an error."""
+    if collection_path.suffix != ".py" or not collection_path.name.startswith("test_"):
+        return None
+    missing = [name for name in EXTRA_MODULES if importlib.util.find_spec(name) is None]
+    if not missing:
+        return None
+    if (config.option.markexpr or "").strip() == MARKER:
+        raise pytest.UsageError(f"the integration tests need {', '.join(missing)}: run `make test-integrations` "
+                                "(it installs the `integrations` extra with constraints.txt)")
+    return True
+
 
 _databases = itertools.count()
 _REPORT: list[str] = []  # `part: what was verified`, printed at the end of the session

@@ -1,8 +1,10 @@
-"""Data-parallel teacher training (PyTorch DDP) that records logits exactly as single-process training does.
+"""Data-parallel training (PyTorch DDP) of the teacher, recording logits exactly as single-process
+training does, and of the student.
 
-Every rank runs the unchanged `train_teacher` loop over the same shuffled global batches (same seeds,
-same data). `RankShard` makes each rank compute the forward pass only for its contiguous share of
-a global batch and gathers the other ranks' logits, so every rank holds the global batch's logits:
+Every rank runs the unchanged `train_teacher` (or `train_student`) loop over the same shuffled
+global batches (same seeds, same data). `RankShard` makes each rank compute the forward pass only
+for its contiguous share of a global batch and gathers the other ranks' logits, so every rank
+holds the global batch's logits:
 
     out = gathered logits (detached), with this rank's share replaced by  z + (W − 1)·(z − z.detach())
 
@@ -16,9 +18,13 @@ Dropout draws different masks per rank: with `dropout > 0` the result is equival
 not numerically. Every rank loads every day's rows (fine on one host; a cluster shards the loading).
 """
 
+from collections.abc import Callable
+
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from models.student import StudentOutput
 
 
 def shard_bounds(batch_rows: int, world_size: int, rank: int) -> tuple[int, int]:
@@ -29,8 +35,9 @@ def shard_bounds(batch_rows: int, world_size: int, rank: int) -> tuple[int, int]
 
 
 class RankShard(nn.Module):
-    """Wraps a (DDP) model taking (sparse, dense, history) → logit (B,): this rank's share of the
-    forward pass, every rank's logits in the output (see the module docstring)."""
+    """Wraps a (DDP) model taking (sparse, dense, history) → logit (B,) (teacher) or StudentOutput
+    (student, both towers): this rank's share of the forward pass, every rank's logits in the output
+    (see the module docstring)."""
 
     def __init__(self, model: nn.Module, world_size: int | None = None, rank: int | None = None) -> None:
         super().__init__()
@@ -38,15 +45,25 @@ class RankShard(nn.Module):
         self.world_size = world_size if world_size is not None else dist.get_world_size()
         self.rank = rank if rank is not None else dist.get_rank()
 
-    def forward(self, sparse: torch.Tensor, dense: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+    def forward(self, sparse: torch.Tensor, dense: torch.Tensor,
+                history: torch.Tensor) -> torch.Tensor | StudentOutput:
         rows = sparse.shape[0]
         start, end = shard_bounds(rows, self.world_size, self.rank)
         keep_graph = None
         if end > start:
-            local = self.model(sparse[start:end], dense[start:end], history[start:end])  # (b,)
+            local = self.model(sparse[start:end], dense[start:end], history[start:end])
         else:  # a tail batch smaller than the world: one row with zero weight, so this rank's backward syncs
             probe = self.model(sparse[:1], dense[:1], history[:1])
-            local, keep_graph = probe[:0], probe.sum() * 0.0
+            local = _map(probe, lambda t: t[:0])
+            keep_graph = sum(t.sum() for t in _tensors(probe)) * 0.0
+        out = _map(local, lambda t: self._gather(t, rows))
+        if keep_graph is None:
+            return out
+        return _map(out, lambda t: t + keep_graph)
+
+    def _gather(self, local: torch.Tensor, rows: int) -> torch.Tensor:
+        """(b,) this rank's rows → (B,) every rank's rows; gradient only to this rank's, × world size."""
+        start, end = shard_bounds(rows, self.world_size, self.rank)
         widest = shard_bounds(rows, self.world_size, 0)[1]  # rank 0 has the largest share
         padded = torch.zeros(widest, dtype=local.dtype, device=local.device)
         padded[: end - start] = local.detach()
@@ -59,8 +76,22 @@ class RankShard(nn.Module):
                 parts.append(local + (self.world_size - 1) * (local - local.detach()))
             else:
                 parts.append(values[: other_end - other_start])
-        out = torch.cat(parts)  # (B,)
-        return out + keep_graph if keep_graph is not None else out
+        return torch.cat(parts)
+
+
+def _map(output: torch.Tensor | StudentOutput,
+         fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor | StudentOutput:
+    """Apply `fn` to a logit tensor, or to each tower's logit of a StudentOutput."""
+    if isinstance(output, StudentOutput):
+        aux = fn(output.aux_logit) if output.aux_logit is not None else None
+        return StudentOutput(fn(output.main_logit), aux)
+    return fn(output)
+
+
+def _tensors(output: torch.Tensor | StudentOutput) -> list[torch.Tensor]:
+    if isinstance(output, StudentOutput):
+        return [t for t in (output.main_logit, output.aux_logit) if t is not None]
+    return [output]
 
 
 def ddp_model(model: nn.Module) -> nn.Module:

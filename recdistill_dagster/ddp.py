@@ -1,11 +1,11 @@
-"""Teacher training under `torchrun` (DDP): the job file, the worker entry point and the launcher.
+"""Teacher and student training under `torchrun` (DDP): the job file, the worker entry point, the launcher.
 
     python -m torch.distributed.run --standalone --nproc_per_node=2 -m recdistill_dagster.ddp --job job.json
 
 Each rank trains with `models.distributed.RankShard` (gloo on CPU, nccl on GPUs); rank 0 writes the
-outputs atomically into `job.output_dir`, with the same contracts as the in-process teacher step:
+outputs atomically into `job.output_dir`, with the same contracts as the in-process steps:
 
-    logits/<day>.parquet   TEACHER_LOGIT_SCHEMA: one logit per trained sample from the training
+    logits/<day>.parquet   (teacher) TEACHER_LOGIT_SCHEMA: one logit per trained sample from the training
                            forward pass, with the snapshot id and the global step (all ranks' rows)
     checkpoint.pt          models.checkpoint bytes (model, optimizer, meta)
     result.json            TrainStats and the output paths
@@ -26,19 +26,21 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, fields
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import polars as pl
 import torch
 import torch.distributed as dist
-from pydantic import Field
+from pydantic import Field, TypeAdapter
+from torch import nn
 
 from models.checkpoint import checkpoint_bytes, load_checkpoint_bytes
 from models.distributed import RankShard, ddp_model
+from models.student import StudentModel
 from models.teacher import TeacherModel
-from models.training import make_optimizer, train_teacher
-from recdistill_dagster.config import OptimConfig, StrictModel, TeacherArch
+from models.training import TrainStats, make_optimizer, train_student, train_teacher
+from recdistill_dagster.config import DistillConfig, OptimConfig, StrictModel, StudentArch, TeacherArch
 from recdistill_dagster.data.schema import FeatureVocab
 from recdistill_dagster.files import replacing
 
@@ -53,19 +55,15 @@ ARRAY_FIELDS = ("item_category", "item_creator")
 
 class TrainingDay(StrictModel):
     day: date
-    samples_path: str = Field(min_length=1)  # teacher samples (SAMPLE_SCHEMA parquet)
+    samples_path: str = Field(min_length=1)  # teacher samples, or the student dataset (parquet)
 
 
-class TeacherDDPJob(StrictModel):
-    """What one distributed teacher training pass needs; written as JSON by the launcher."""
-
-    arch: TeacherArch
+class _DDPJob(StrictModel):
     optim: OptimConfig
     vocab_path: str
     days: list[TrainingDay] = Field(min_length=1)
     epochs: int = Field(ge=1)
     batch_size: int = Field(ge=2)
-    record_epoch: Literal["first", "last"]
     snapshot_id: str = Field(min_length=1)
     start_step: int = Field(0, ge=0)
     seed: int
@@ -74,6 +72,26 @@ class TeacherDDPJob(StrictModel):
     meta: dict[str, Any] = Field(default_factory=dict)  # into the checkpoint meta (the caller's lineage)
     threads_per_rank: int = Field(1, ge=1)
     log_every: int = Field(100, ge=1)
+
+
+class TeacherDDPJob(_DDPJob):
+    """One distributed teacher training pass (records logits); written as JSON by the launcher."""
+
+    role: Literal["teacher"] = "teacher"
+    arch: TeacherArch
+    record_epoch: Literal["first", "last"]
+
+
+class StudentDDPJob(_DDPJob):
+    """One distributed student training pass on student-dataset days; `distill` None: the baseline."""
+
+    role: Literal["student"] = "student"
+    arch: StudentArch
+    distill: DistillConfig | None
+
+
+DDPJob = Annotated[TeacherDDPJob | StudentDDPJob, Field(discriminator="role")]
+JOB_ADAPTER: TypeAdapter[TeacherDDPJob | StudentDDPJob] = TypeAdapter(DDPJob)
 
 
 def write_vocab(vocab: FeatureVocab, path: Path) -> Path:
@@ -96,7 +114,7 @@ def torchrun_command(job_path: Path, nproc_per_node: int) -> list[str]:
             "-m", MODULE, "--job", str(job_path)]
 
 
-def launch(job: TeacherDDPJob, job_path: Path, nproc_per_node: int,
+def launch(job: TeacherDDPJob | StudentDDPJob, job_path: Path, nproc_per_node: int,
            env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Write the job file, run torchrun to completion, return rank 0's result.json (no Pipes)."""
     with replacing(job_path) as temp:
@@ -130,7 +148,7 @@ def _device() -> torch.device:
     return torch.device("cpu")
 
 
-def run_worker(job: TeacherDDPJob) -> dict[str, Any] | None:
+def run_worker(job: TeacherDDPJob | StudentDDPJob) -> dict[str, Any] | None:
     """One rank's part of the job (inside torchrun); rank 0 writes the outputs and returns the result."""
     backend = GPU_BACKEND if torch.cuda.is_available() else CPU_BACKEND
     if backend == GPU_BACKEND:
@@ -147,9 +165,11 @@ def run_worker(job: TeacherDDPJob) -> dict[str, Any] | None:
         dist.destroy_process_group()
 
 
-def _train(job: TeacherDDPJob, rank: int, world: int, pipes: Any) -> dict[str, Any] | None:
+def _train(job: TeacherDDPJob | StudentDDPJob, rank: int, world: int, pipes: Any) -> dict[str, Any] | None:
     torch.manual_seed(job.seed)  # the same initialization on every rank (DDP also broadcasts rank 0's)
-    model = TeacherModel(read_vocab(Path(job.vocab_path)), job.arch)
+    vocab = read_vocab(Path(job.vocab_path))
+    model: nn.Module = (TeacherModel(vocab, job.arch) if isinstance(job, TeacherDDPJob)
+                        else StudentModel(vocab, job.arch))
     optimizer = make_optimizer(model, job.optim)
     parent = None
     if job.init_checkpoint:
@@ -165,17 +185,30 @@ def _train(job: TeacherDDPJob, rank: int, world: int, pipes: Any) -> dict[str, A
 
     def progress(record: dict[str, Any]) -> None:
         if pipes is not None:
-            pipes.log.info(f"teacher ddp step {record['step']} epoch {record['epoch']}: loss {record['loss']:.4f}, "
+            pipes.log.info(f"{job.role} ddp step {record['step']} epoch {record['epoch']}: loss {record['loss']:.4f}, "
                            f"{record['samples_per_s']:,.0f} samples/s on {world} ranks")
 
-    stats, recorded = train_teacher(
-        sharded, optimizer, loaders, epochs=job.epochs, batch_size=job.batch_size, record_epoch=job.record_epoch,
-        snapshot_id=job.snapshot_id, start_step=job.start_step, seed=job.seed, device=device,
+    common: dict[str, Any] = dict(
+        epochs=job.epochs, batch_size=job.batch_size, start_step=job.start_step, seed=job.seed, device=device,
         grad_clip=job.optim.grad_clip, history_len=job.arch.seq_len, log_every=job.log_every,
         progress=progress if rank == 0 else None,
     )
+    recorded: dict[date, pl.DataFrame] = {}
+    if isinstance(job, TeacherDDPJob):
+        stats, recorded = train_teacher(sharded, optimizer, loaders, record_epoch=job.record_epoch,
+                                        snapshot_id=job.snapshot_id, **common)
+    else:
+        stats = train_student(sharded, optimizer, loaders, distill=job.distill,  # type: ignore[arg-type]
+                              towers=job.arch.towers, **common)
     if rank != 0:
         return None
+    return _write_outputs(job, model, optimizer, stats, recorded, parent, world, pipes)
+
+
+def _write_outputs(job: TeacherDDPJob | StudentDDPJob, model: nn.Module, optimizer: torch.optim.Optimizer,
+                   stats: TrainStats, recorded: dict[date, pl.DataFrame], parent: str | None, world: int,
+                   pipes: Any) -> dict[str, Any]:
+    """Rank 0: logits per day (teacher), checkpoint, result.json; each written atomically."""
     output = Path(job.output_dir)
     logit_paths = {}
     for day, frame in sorted(recorded.items()):
@@ -186,7 +219,7 @@ def _train(job: TeacherDDPJob, rank: int, world: int, pipes: Any) -> dict[str, A
             "backend": dist.get_backend(), "days": [d.day.isoformat() for d in job.days]}
     with replacing(output / CHECKPOINT_FILE) as temp:
         temp.write_bytes(checkpoint_bytes(model, optimizer, meta))
-    result = {"snapshot_id": job.snapshot_id, "world_size": world, "backend": dist.get_backend(),
+    result = {"role": job.role, "snapshot_id": job.snapshot_id, "world_size": world, "backend": dist.get_backend(),
               "stats": {k: v for k, v in asdict(stats).items() if k != "history"},
               "checkpoint": str(output / CHECKPOINT_FILE), "logits": logit_paths,
               "n_logits": int(sum(frame.height for frame in recorded.values()))}
@@ -194,7 +227,7 @@ def _train(job: TeacherDDPJob, rank: int, world: int, pipes: Any) -> dict[str, A
         temp.write_text(json.dumps(result, indent=2, default=str))
     if pipes is not None:
         pipes.report_asset_materialization(metadata={
-            "teacher_snapshot": job.snapshot_id, "world_size": world, "backend": result["backend"],
+            f"{job.role}_snapshot": job.snapshot_id, "world_size": world, "backend": result["backend"],
             "n_logits": result["n_logits"], "train_steps": stats.steps, "checkpoint": result["checkpoint"],
         })
     return result
@@ -202,9 +235,9 @@ def _train(job: TeacherDDPJob, rank: int, world: int, pipes: Any) -> dict[str, A
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"torchrun … -m {MODULE}", description=__doc__.split("\n")[0])
-    parser.add_argument("--job", type=Path, required=True, help="TeacherDDPJob as JSON")
+    parser.add_argument("--job", type=Path, required=True, help="TeacherDDPJob or StudentDDPJob as JSON")
     args = parser.parse_args(argv)
-    run_worker(TeacherDDPJob.model_validate_json(args.job.read_text()))
+    run_worker(JOB_ADAPTER.validate_json(args.job.read_text()))
     return 0
 
 

@@ -20,13 +20,15 @@ export MPLCONFIGDIR ?= $(CURDIR)/.state/.matplotlib
 	movielens movielens-published clean-state bench-eta
 
 # Every pip call takes constraints.txt (exact pins of the whole tree, a matched Dagster set): a fresh
-# install never resolves, and never picks a library of another Dagster release.
-PIP_INSTALL := $(PY) -m pip install --quiet -c constraints.txt
+# install never resolves, and never picks a library of another Dagster release. The venv's own pip is
+# first upgraded to the pinned one, which also applies the pins to build dependencies.
+PIP_UPGRADE := $(PY) -m pip install --quiet -c constraints.txt --upgrade pip
+PIP_INSTALL := $(PY) -m pip install --quiet -c constraints.txt --build-constraint constraints.txt
 
 # torch first, pinned: it takes the local CPU wheel; the project's range then installs nothing more.
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PIP_INSTALL) --upgrade pip
+	$(PIP_UPGRADE)
 	$(PIP_INSTALL) torch==$(TORCH_VERSION)
 	$(PIP_INSTALL) -e '.[dev]'
 	touch $@

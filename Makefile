@@ -16,17 +16,32 @@ export RECDISTILL_HOME
 export DAGSTER_HOME ?= $(RECDISTILL_HOME)/dagster
 export MPLCONFIGDIR ?= $(CURDIR)/.state/.matplotlib
 
-.PHONY: install run test scenarios e2e lint validate ui mlflow-ui movielens clean-state bench-eta
+.PHONY: install install-integrations run test test-integrations scenarios e2e lint validate ui mlflow-ui \
+	movielens movielens-published clean-state bench-eta
+
+# Every pip call takes constraints.txt (exact pins of the whole tree, a matched Dagster set): a fresh
+# install never resolves, and never picks a library of another Dagster release. The venv's own pip is
+# first upgraded to the pinned one, which also applies the pins to build dependencies.
+PIP_UPGRADE := $(PY) -m pip install --quiet -c constraints.txt --upgrade pip
+PIP_INSTALL := $(PY) -m pip install --quiet -c constraints.txt --build-constraint constraints.txt
 
 # torch first, pinned: it takes the local CPU wheel; the project's range then installs nothing more.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PIP_UPGRADE)
+	$(PIP_INSTALL) torch==$(TORCH_VERSION)
+	$(PIP_INSTALL) -e '.[dev]'
 	touch $@
 
 install: $(VENV)/.installed
+
+# The deployed components' clients (dagster-postgres, psycopg2, s3fs, moto server, onnx, onnxruntime):
+# only the targets that use them install them, so `make test` stays lean.
+$(VENV)/.integrations: $(VENV)/.installed
+	$(PIP_INSTALL) -e '.[dev,integrations]'
+	touch $@
+
+install-integrations: $(VENV)/.integrations
 
 run: install  ## materialize the whole graph for $(PROFILE) in date order and print the summary
 	$(PY) -m recdistill_dagster run --profile $(PROFILE)
@@ -35,8 +50,31 @@ movielens: install  ## the same graph on MovieLens 100K (3 streaming days), stat
 	RECDISTILL_PROFILE=movielens RECDISTILL_HOME=$(CURDIR)/.state/movielens \
 		DAGSTER_HOME=$(CURDIR)/.state/movielens/dagster $(PY) -m recdistill_dagster run --profile movielens
 
+# GroupLens' published ML-100K layout (u.data tab-separated; u.item, u.user `|`-separated, latin-1), written from
+# the shared parquet copy into a temp folder (the published files are not on this machine, and the data set's
+# terms forbid committing either form), read in place by the pipeline, deleted afterwards.
+MOVIELENS_PARQUET ?= $(abspath $(CURDIR)/../shared/datasets/movielens-100k)
+movielens-published: install  ## `make movielens` on the published ML-100K files (u.data, u.item, u.user)
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; folder="$$tmp/ml-100k"; \
+	$(PY) -c "import sys; from pathlib import Path; from recdistill_dagster.data.movielens_formats import \
+		write_published_ml100k as w; w(Path(sys.argv[1]), Path(sys.argv[2]))" "$(MOVIELENS_PARQUET)" "$$folder"; \
+	echo "published ML-100K layout in $$folder:"; ls -l "$$folder"; \
+	RECDISTILL_MOVIELENS="$$folder" RECDISTILL_PROFILE=movielens RECDISTILL_HOME=$(CURDIR)/.state/movielens-published \
+		DAGSTER_HOME=$(CURDIR)/.state/movielens-published/dagster $(PY) -m recdistill_dagster run --profile movielens
+
 test: install  ## unit + integration tests (tiny profile through Dagster)
 	$(PY) -m pytest -q
+
+# PostgreSQL 15 (initdb/pg_ctl as the postgres user), a moto S3 server and an MLflow server on Postgres + S3,
+# each started on 127.0.0.1 on a free port by the tests' fixtures and stopped afterwards, also on failure.
+# The PostgreSQL server binaries come from the machine image; where they are missing, Debian's package.
+test-integrations: install-integrations  ## real components: Postgres-backed Dagster, S3, MLflow server, ONNX, DDP
+	@if [ -z "$$RECDISTILL_PG_BIN" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		echo "test-integrations: installing Debian's postgresql (apt-get)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	fi
+	$(PY) -m pytest -v -m integrations -p no:cacheprovider
 
 scenarios: install  ## operational scenarios (kill -9 mid-write, …)
 	$(PY) -m pytest -q -m scenario
@@ -49,7 +87,7 @@ e2e: install  ## browser end-to-end tests: dagster dev + mlflow server (tiny pro
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	fi
-	@$(PY) -c "import playwright" 2>/dev/null || $(PY) -m pip install --quiet -e '.[dev]'
+	@$(PY) -c "import playwright" 2>/dev/null || $(PIP_INSTALL) -e '.[dev]'
 	RECDISTILL_REQUIRE_E2E=1 RECDISTILL_CHROMIUM=$(CHROMIUM) RECDISTILL_E2E_OUT=$(E2E_OUT) $(PY) -m pytest -q -m e2e
 	@echo "e2e: screenshots in $(E2E_OUT)/screenshots, server logs in $(E2E_OUT)/logs"
 

@@ -5,8 +5,11 @@ A row's history is the user's strictly earlier ratings (ties in timestamp broken
 time order with the newest last. Features only use information from before the row's day (counts)
 or static side information (genre, release year, occupation).
 
-The data set's terms forbid redistribution: it is read in place from `config.path` (default from
-$RECDISTILL_MOVIELENS or the shared dataset folder) and never copied.
+The folder may hold any published release (ML-100K `u.data`/`u.item`/`u.user`, ML-1M `*.dat`,
+the CSV releases `ratings.csv`/`movies.csv`) or this project's parquet conversion: the format is
+detected from its files (`movielens_formats.py`). The data set's terms forbid redistribution: it
+is read in place from `config.path` (default from $RECDISTILL_MOVIELENS or the shared dataset
+folder) and never copied.
 """
 
 from datetime import date
@@ -17,19 +20,11 @@ import polars as pl
 import pyarrow as pa
 
 from recdistill_dagster.config import MOVIELENS_ENV, MovieLensConfig
+from recdistill_dagster.data.movielens_formats import FORMATS, GENRES, read_tables
 from recdistill_dagster.data.schema import SAMPLE_SCHEMA, DataContractError, FeatureVocab
 
-GENRES: tuple[str, ...] = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
-    "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
-    "War", "Western",
-)  # fmt: skip
-REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
-    "ratings.parquet": ("user_id", "movie_id", "rating", "timestamp"),
-    "items.parquet": ("movie_id", "release_date", *GENRES),
-    "users.parquet": ("user_id", "occupation"),
-}
-# sample_id = user_id * MOVIE_ID_STRIDE + movie_id: unique because a user rates a movie once.
+# sample_id = user_id * stride + movie_id: unique because a user rates a movie once. The stride is
+# this, or the next power of ten above the largest movie id (the CSV releases number up to ~300,000).
 MOVIE_ID_STRIDE = 10_000
 # log1p(count) / this keeps the count features roughly in [0, 1] (ML-100K: up to ~740 ratings).
 LOG_COUNT_SCALE = 6.0
@@ -37,35 +32,16 @@ UNKNOWN_YEAR_CREATOR = 1  # creator id of items without a release date; 0 is the
 N_HOURS = 24
 
 
-def _check_files(folder: Path) -> None:
-    hint = f"set ${MOVIELENS_ENV} (or data.path) to a folder with {', '.join(REQUIRED_COLUMNS)}"
-    if not folder.is_dir():
-        raise FileNotFoundError(f"MovieLens folder {folder} does not exist; {hint}")
-    for name in REQUIRED_COLUMNS:
-        if not (folder / name).is_file():
-            raise FileNotFoundError(f"MovieLens file {folder / name} does not exist; {hint}")
-
-
-def _scan(folder: Path, name: str) -> pl.LazyFrame:
-    frame = pl.scan_parquet(folder / name)
-    present = frame.collect_schema().names()
-    missing = [column for column in REQUIRED_COLUMNS[name] if column not in present]
-    if missing:
-        raise DataContractError(f"movielens {folder / name}: missing columns {missing}")
-    return frame
+def movie_id_stride(max_movie_id: int) -> int:
+    stride = MOVIE_ID_STRIDE
+    while stride <= max_movie_id:
+        stride *= 10
+    return stride
 
 
 def _items_table(items: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-    """movie_id -> category (first genre + 1), creator (release-year index), release date."""
-    genre_index = pl.coalesce(
-        [pl.when(pl.col(g) == 1).then(pl.lit(i + 1)) for i, g in enumerate(GENRES)] + [pl.lit(1)]
-    )
-    released = pl.col("release_date").str.strptime(pl.Date, "%d-%b-%Y", strict=False)
-    table = items.select(
-        pl.col("movie_id").cast(pl.Int64),
-        category=genre_index.cast(pl.Int32),
-        release=released,
-    )
+    """Canonical items (movie_id, category, release) → + creator (release-year index)."""
+    table = items.select(pl.col("movie_id").cast(pl.Int64), pl.col("category").cast(pl.Int32), "release")
     years = table["release"].dt.year().drop_nulls().unique().sort()
     year_to_creator = pl.DataFrame(
         {
@@ -102,20 +78,18 @@ class MovieLensSource:
     def __init__(self, config: MovieLensConfig) -> None:
         self.config = config
         self.folder = Path(config.path)
-        _check_files(self.folder)
-        ratings = _scan(self.folder, "ratings.parquet").select(REQUIRED_COLUMNS["ratings.parquet"])
-        items = _scan(self.folder, "items.parquet").select(REQUIRED_COLUMNS["items.parquet"]).collect()
-        users = _scan(self.folder, "users.parquet").select("user_id", "occupation").collect()
+        formats = "; ".join(f.describe() for f in FORMATS)
+        tables = read_tables(self.folder, hint=f"set ${MOVIELENS_ENV} (or data.path) to a folder with {formats}")
+        self.format = tables.format
+        rows, items, users = tables.ratings, tables.items, tables.users
         self._items, n_creators = _items_table(items)
         occupations = users["occupation"].drop_nulls().unique().sort()
         self._segments = users.select(
             pl.col("user_id").cast(pl.Int64),
             user_segment=pl.col("occupation").cast(pl.Enum(occupations)).to_physical().cast(pl.Int32),
         )
-        rows = ratings.with_columns(
-            pl.col(c).cast(pl.Int64) for c in REQUIRED_COLUMNS["ratings.parquet"]
-        ).collect()
         self._check_tables(rows, items, users)
+        self._stride = movie_id_stride(max(_max_id(rows["movie_id"]), _max_id(items["movie_id"])))
         self._history_items, table = self._index(rows)
         self._by_day = table.partition_by("day", as_dict=True, maintain_order=True)
         max_user = max(_max_id(rows["user_id"]), _max_id(users["user_id"]))
@@ -148,11 +122,9 @@ class MovieLensSource:
             repeated = int(table[key].is_duplicated().sum())
             if repeated:
                 raise DataContractError(f"movielens {name}: {repeated} rows with a repeated {key}")
-        bad_movie = rows.filter((pl.col("movie_id") <= 0) | (pl.col("movie_id") >= MOVIE_ID_STRIDE)).height
+        bad_movie = rows.filter(pl.col("movie_id") <= 0).height
         if bad_movie:
-            raise DataContractError(
-                f"movielens ratings: {bad_movie} movie ids outside 1..{MOVIE_ID_STRIDE - 1}"
-            )
+            raise DataContractError(f"movielens ratings: {bad_movie} movie ids below 1 (0 pads histories)")
         duplicates = rows.select(pl.struct("user_id", "movie_id").is_duplicated().sum()).item()
         if duplicates:
             raise DataContractError(f"movielens ratings: {duplicates} repeated (user_id, movie_id) pairs")
@@ -177,7 +149,7 @@ class MovieLensSource:
             .join(self._segments, on="user_id", how="left")
             .sort("timestamp", "user_id", "movie_id")
             .select(
-                sample_id=pl.col("user_id") * MOVIE_ID_STRIDE + pl.col("movie_id"),
+                sample_id=pl.col("user_id") * self._stride + pl.col("movie_id"),
                 event_time=pl.col("event_time"),
                 day=pl.col("day"),
                 user_id=pl.col("user_id"),

@@ -1,27 +1,40 @@
 """Scoring: raw logits of a teacher or a student in eval mode, in row order, batch by batch."""
 
+from typing import Protocol, runtime_checkable
+
 import numpy as np
 import polars as pl
 import torch
 from torch import nn
 
 from models.features import frame_to_tensors
-from models.student import StudentModel, StudentOutput
+
+
+@runtime_checkable
+class TowerLogits(Protocol):
+    """A student's output (models.student.StudentOutput), named here so scoring a teacher does not
+    depend on the student's code."""
+
+    main_logit: torch.Tensor  # (B,)
+    aux_logit: torch.Tensor | None  # (B,) or None
 
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, frame: pl.DataFrame, *, history_len: int, batch_size: int,
                    device: torch.device) -> dict[str, np.ndarray]:
-    """Raw logits in eval mode, in row order: {"logit"} for a teacher, {"main", "aux"?} for a student."""
+    """Raw logits in eval mode, in row order: {"logit"} for a teacher, {"main", "aux"?} for a student.
+
+    An empty frame still runs one empty batch, so the keys are the model's own.
+    """
     was_training = model.training
     model.eval()
     tensors = frame_to_tensors(frame, history_len, compact_history=True)
     outputs: dict[str, list[np.ndarray]] = {}
     try:
-        for idx in torch.arange(len(tensors)).split(batch_size):
+        for idx in torch.arange(len(tensors)).split(batch_size) or (torch.arange(0),):
             batch = tensors.slice(idx).to(device)
             out = model(batch.sparse, batch.dense, batch.history)
-            if isinstance(out, StudentOutput):
+            if isinstance(out, TowerLogits):
                 outputs.setdefault("main", []).append(out.main_logit.float().cpu().numpy())
                 if out.aux_logit is not None:
                     outputs.setdefault("aux", []).append(out.aux_logit.float().cpu().numpy())
@@ -29,9 +42,4 @@ def predict_logits(model: nn.Module, frame: pl.DataFrame, *, history_len: int, b
                 outputs.setdefault("logit", []).append(out.float().cpu().numpy())
     finally:
         model.train(was_training)
-    if not outputs:  # an empty frame: the keys the model would produce, with no rows
-        empty = np.zeros(0, dtype=np.float32)
-        if isinstance(model, StudentModel):
-            return {"main": empty, **({"aux": empty} if model.aux_tower is not None else {})}
-        return {"logit": empty}
     return {name: np.concatenate(parts) for name, parts in outputs.items()}

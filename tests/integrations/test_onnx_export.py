@@ -51,9 +51,9 @@ def _served(world: tuple, role: str) -> tuple[nn.Module, ServingInputs, str]:
     _, vocab, frame = world
     torch.manual_seed(0)
     if role == "student":
-        student = StudentModel(vocab, ARCH.student.arch)
-        return (student.serving_module(ARCH.sampling.student).eval(), _inputs(frame, ARCH.student.arch.seq_len),
-                "click_probability")
+        ranker = ARCH.student("ranker")
+        student = StudentModel(vocab, ranker.arch)
+        return student.serving_module(ranker.sampling).eval(), _inputs(frame, ranker.arch.seq_len), "click_probability"
     return TeacherModel(vocab, ARCH.teacher.arch).eval(), _inputs(frame, ARCH.teacher.arch.seq_len), "logit"
 
 

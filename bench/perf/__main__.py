@@ -8,6 +8,7 @@ keeps the other cases' results from the existing JSON.
 import argparse
 import json
 import os
+import resource
 import shlex
 import shutil
 import statistics
@@ -23,7 +24,7 @@ from bench.perf.plan import PerfPlan, full_plan, quick_plan
 from bench.perf.profile import summarize
 from bench.perf.report import write
 
-CASE_ORDER = ("serving", "recording", "train", "join", "orchestration", "scaling", "make_run")
+CASE_ORDER = ("serving", "recording", "train", "fixes", "join", "orchestration", "scaling", "make_run")
 TRAIN_FUNCTIONS = ("load_samples", "validate_samples", "frame_to_tensors", "history_matrix", "slice",
                    "TeacherModel.forward", "StudentModel.forward", "backward", "clip_grad_norm_", "Adam.step",
                    "student_losses", "task_loss", "_Tracker.step", "gc_collect_main")
@@ -67,18 +68,21 @@ def run_serving(runner: Runner) -> dict[str, Any]:
     plan = runner.plan
     out = runner.case("serving", {"calls": plan.serving_calls, "repeats": plan.serving_repeats,
                                   "workdir": str(runner.state / "serving")})
-    per = out["us_per_prediction"]
-    runtime = "onnxruntime" if "onnxruntime" in per else "torch"
-    speedups = {}
-    for rt, sides in per.items():
-        speedups[rt] = {f"batch_{b}": median(ratios(sides["teacher"][b], sides["student"][b])) for b in ("1", "512")}
-    params = out["parameters"]
+    per, params = out["us_per_prediction"], out["parameters"]
+    runtime = "onnxruntime" if "onnxruntime" in per else "torch"  # the exported modules, where installed
+    students = [who for who in params if who != "teacher"]
+    speedups = {rt: {who: {f"batch_{b}": median(ratios(sides["teacher"][b], sides[who][b])) for b in ("1", "512")}
+                     for who in students} for rt, sides in per.items()}
+    main = students[0]  # the first configured student (the ranker: the recipe)
     return {
-        "serving_speedup": {**speedups[runtime], "runtime": runtime,
-                            "parameter_ratio": params["teacher"] / params["student_served"]},
+        "serving_speedup": {**speedups[runtime][main], "student": main, "runtime": runtime,
+                            "parameter_ratio": params["teacher"] / params[main],
+                            "by_runtime": {rt: s[main] for rt, s in speedups.items()}},
         "serving": {"us_per_prediction": {rt: {who: {b: summary(v) for b, v in sides.items()}
-                                               for who, sides in per.items()} for rt, per in per.items()},
-                    "speedup": speedups, "parameters": params, "command": out["command"]},
+                                               for who, sides in models.items()} for rt, models in per.items()},
+                    "speedup": speedups, "parameters": params,
+                    "parameter_ratio": {who: params["teacher"] / params[who] for who in students},
+                    "command": out["command"]},
     }
 
 
@@ -108,6 +112,17 @@ def run_train(runner: Runner) -> dict[str, Any]:
                         inclusive=TRAIN_FUNCTIONS) if out.get("profile_raw") else None
     return {"train_efficiency": efficiency,
             "training": {"models": details, "command": out["command"], "profile": profile}}
+
+
+def run_fixes(runner: Runner) -> dict[str, Any]:
+    plan = runner.plan
+    out = runner.case("fixes", {"rows": plan.fixes_rows, "repeats": plan.fixes_repeats,
+                                "workdir": str(runner.state / "fixes")})
+    return {"fixes": {"rows": out["rows"], "holdout_rows": out["holdout_rows"], "command": out["command"],
+                      "speedups": {name: {"before_seconds": summary(sides["before"]),
+                                          "after_seconds": summary(sides["after"]),
+                                          "speedup": median(ratios(sides["before"], sides["after"]))}
+                                   for name, sides in out["seconds"].items()}}}
 
 
 def run_join(runner: Runner) -> dict[str, Any]:
@@ -264,7 +279,7 @@ def _slope(xs: list[int], ys: list[float]) -> float | None:
 
 
 RUNNERS: dict[str, Callable[[Runner], dict[str, Any]]] = {
-    "serving": run_serving, "recording": run_recording, "train": run_train, "join": run_join,
+    "serving": run_serving, "recording": run_recording, "train": run_train, "fixes": run_fixes, "join": run_join,
     "orchestration": run_orchestration, "scaling": run_scaling, "make_run": run_make_run,
 }
 
@@ -313,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
         results["case_seconds"] = case_seconds
         results["machine_after"] = machine(plan.cpus, plan.threads)
         results["wall_seconds"] = time.monotonic() - started
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the cases' own CPU time (pinned, one thread)
+        results["cases_cpu_seconds"] = children.ru_utime + children.ru_stime
         write(results, out)
         _log(f"case {name}: {case_seconds[name]:.0f}s")
     _log(f"wrote {out / 'performance.md'} and .json in {results['wall_seconds'] / 60:.1f} min")

@@ -403,35 +403,35 @@ def serving(params: dict[str, Any]) -> dict[str, Any]:
     _set_threads(threads)
     config = _config(params)
     vocab = make_source(config).vocab()
-    student = config.student("ranker")
     torch.manual_seed(0)
-    teacher = TeacherModel(vocab, config.teacher.arch).eval()
-    served = StudentModel(vocab, student.arch).serving_module(student.sampling).eval()
+    modules: dict[str, Any] = {"teacher": TeacherModel(vocab, config.teacher.arch).eval()}
+    lengths = {"teacher": config.teacher.arch.seq_len}
+    for student in config.active_students:
+        modules[student.name] = StudentModel(vocab, student.arch).serving_module(student.sampling).eval()
+        lengths[student.name] = student.arch.seq_len
     rng = np.random.default_rng(0)
     n = 512
     sparse = np.stack([rng.integers(0, vocab.size_of(f), n) for f in SPARSE_FEATURES], axis=1).astype(np.int64)
     dense = rng.random((n, len(DENSE_FEATURES))).astype(np.float32)
-    length = max(config.teacher.arch.seq_len, student.arch.seq_len)
+    length = max(lengths.values())
     history = rng.integers(1, vocab.n_items, (n, length)).astype(np.int64)
     history[:, : length // 4] = 0  # some padding, as short histories have
-    inputs = {"teacher": (sparse, dense, history[:, -config.teacher.arch.seq_len:]),
-              "student": (sparse, dense, history[:, -student.arch.seq_len:])}
-    modules = {"teacher": teacher, "student": served}
+    inputs = {who: (sparse, dense, history[:, -lengths[who]:]) for who in modules}
     runtimes: dict[str, Callable[[str, tuple[Any, ...]], Any]] = {
         "torch": lambda who, x: torch_predict(modules[who], x)}
     if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnxscript"):
         workdir = Path(params["workdir"])
         sessions = {who: onnx_session(export_onnx(modules[who], tuple(a[:2] for a in inputs[who]),  # type: ignore[arg-type]
-                                                  workdir / f"{who}.onnx", "probability" if who == "student"
-                                                  else "logit"), threads=threads) for who in modules}
+                                                  workdir / f"{who}.onnx", "logit" if who == "teacher"
+                                                  else "probability"), threads=threads) for who in modules}
         runtimes["onnxruntime"] = lambda who, x: onnx_predict(sessions[who], x)
     calls = params["calls"]
     results: dict[str, Any] = {}
     for runtime, run in runtimes.items():
-        per_prediction: dict[str, dict[str, list[float]]] = {"teacher": {"1": [], "512": []},
-                                                             "student": {"1": [], "512": []}}
-        for _, teacher_first in _alternating(params["repeats"]):
-            for who in (("teacher", "student") if teacher_first else ("student", "teacher")):
+        per_prediction: dict[str, dict[str, list[float]]] = {who: {"1": [], "512": []} for who in modules}
+        for rep, _ in _alternating(params["repeats"]):
+            order = list(modules) if rep % 2 == 0 else list(reversed(modules))  # teacher and students alternate
+            for who in order:
                 for batch in (1, 512):
                     x = tuple(a[:batch] for a in inputs[who])
                     for _ in range(3):
@@ -443,8 +443,7 @@ def serving(params: dict[str, Any]) -> dict[str, Any]:
                         times.append(time.perf_counter() - started)
                     per_prediction[who][str(batch)].append(statistics.median(times) / batch * 1e6)
         results[runtime] = per_prediction
-    parameters = {"teacher": sum(p.numel() for p in teacher.parameters()),
-                  "student_served": sum(p.numel() for p in served.parameters())}
+    parameters = {who: sum(p.numel() for p in module.parameters()) for who, module in modules.items()}
     return {"us_per_prediction": results, "parameters": parameters, "peak_rss_mb": peak_rss_mb()}
 
 
@@ -452,3 +451,86 @@ CASES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "recording": recording, "train": train, "join": join, "orchestration": orchestration, "scaling": scaling,
     "make_run": make_run, "serving": serving,
 }
+
+
+# --------------------------------------------------------------------------- the fixes, before vs after
+
+
+def fixes(params: dict[str, Any]) -> dict[str, Any]:
+    """Each scoring fix measured against what it replaced, on one evaluation day, alternating:
+    the scoring batch (eval.batch_size 4096 → 512), one Arrow → tensor conversion for the report's three
+    models instead of one each, and the health check's reference scores read from the previous report's
+    stored scores instead of re-scored."""
+    import numpy as np
+    import polars as pl
+    import torch
+
+    from models.features import frame_to_tensors
+    from models.inference import predict_logits, predict_tensors
+    from models.student import StudentModel
+    from models.teacher import TeacherModel
+    from recdistill_dagster.data.sampling import sample_stream
+    from recdistill_dagster.data.source import make_source
+    from recdistill_dagster.health import holdout_rows
+
+    _set_threads(params["threads"])
+    config = _config(params, params["rows"] // 20)
+    source = make_source(config)
+    frame = source.impressions(config.calendar.training_days()[1]).head(params["rows"])
+    torch.manual_seed(0)
+    teacher, student = TeacherModel(source.vocab(), config.teacher.arch), StudentModel(
+        source.vocab(), config.student("ranker").arch)
+    cpu, t_len, s_len = torch.device("cpu"), config.teacher.arch.seq_len, config.student("ranker").arch.seq_len
+    trained = frame.select("sample_id").with_row_index("row").join(
+        sample_stream(frame, config.sampling.teacher, seed=config.sampling.seed).select("sample_id"),
+        on="sample_id", how="semi")["row"].to_numpy()
+    holdout = holdout_rows(frame["label"].to_numpy().astype(np.float64), frame["traffic_source"].to_numpy(), trained,
+                           config.sampling.teacher, config.health.min_holdout_positives).rows
+    stored = Path(params["workdir"]) / "scores.parquet"
+    stored.parent.mkdir(parents=True, exist_ok=True)
+    pl.DataFrame({"sample_id": frame["sample_id"], "logit": np.zeros(frame.height, np.float32)}).write_parquet(stored)
+
+    def timed(call: Callable[[], Any]) -> float:
+        started = time.perf_counter()
+        call()
+        return time.perf_counter() - started
+
+    def three_conversions() -> None:
+        for model, length in ((student, s_len), (student, s_len), (teacher, t_len)):
+            predict_logits(model, frame, history_len=length, batch_size=512, device=cpu)
+
+    def one_conversion() -> None:
+        tensors = frame_to_tensors(frame, max(s_len, t_len), compact_history=True)
+        for model in (student, student, teacher):
+            predict_tensors(model, tensors, batch_size=512, device=cpu)
+
+    def reference_rescored() -> None:
+        predict_logits(teacher, frame.filter(pl.Series(holdout)), history_len=t_len, batch_size=512, device=cpu)
+
+    def reference_stored() -> None:
+        cached = pl.read_parquet(stored)
+        assert cached["sample_id"].equals(frame["sample_id"])
+        cached["logit"].to_numpy()[holdout]
+
+    pairs: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {
+        "teacher scoring, batch 4096 → 512": (
+            lambda: predict_logits(teacher, frame, history_len=t_len, batch_size=4096, device=cpu),
+            lambda: predict_logits(teacher, frame, history_len=t_len, batch_size=512, device=cpu)),
+        "student scoring, batch 4096 → 512": (
+            lambda: predict_logits(student, frame, history_len=s_len, batch_size=4096, device=cpu),
+            lambda: predict_logits(student, frame, history_len=s_len, batch_size=512, device=cpu)),
+        "report: three conversions → one": (three_conversions, one_conversion),
+        "health reference: re-scored → stored scores": (reference_rescored, reference_stored),
+    }
+    results: dict[str, Any] = {}
+    for name, (before, after) in pairs.items():
+        after()  # warm-up
+        sides: dict[str, list[float]] = {"before": [], "after": []}
+        for _, before_first in _alternating(params["repeats"]):
+            for side in (("before", "after") if before_first else ("after", "before")):
+                sides[side].append(timed(before if side == "before" else after))
+        results[name] = sides
+    return {"rows": frame.height, "holdout_rows": int(holdout.sum()), "seconds": results}
+
+
+CASES["fixes"] = fixes

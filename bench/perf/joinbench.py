@@ -19,6 +19,8 @@ from recdistill_dagster.data.schema import SAMPLE_SCHEMA, STUDENT_DATASET_SCHEMA
 
 STUDENT = "ranker"
 CHUNK_ROWS = 1_000_000
+# Row groups as polars writes them by default (≈ 2^18 rows at most): a streaming reader holds one at a time.
+ROW_GROUP_ROWS = 131_072
 SNAPSHOT = "teacher@2026-01-02#perf0000"
 
 
@@ -42,7 +44,7 @@ def _write_chunks(path: Path, chunks: Any) -> int:
             table = frame.to_arrow()
             if writer is None:
                 writer = pq.ParquetWriter(str(path), table.schema, compression="zstd")
-            writer.write_table(table)
+            writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
             total += frame.height
     finally:
         if writer is not None:

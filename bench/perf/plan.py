@@ -40,8 +40,11 @@ class PerfPlan(StrictModel):
     # 7. serving: timed calls after warm-up, interleaved teacher/student repetitions
     serving_calls: int = Field(ge=1)
     serving_repeats: int = Field(ge=1)
+    # the fixes, each against what it replaced: rows of one evaluation day, alternating repetitions
+    fixes_rows: int = Field(ge=100)
+    fixes_repeats: int = Field(ge=1)
     # profiles (py-spy) of the cases whose target is missed
-    profile_rate: int = Field(100, ge=1)
+    profile_rate: int = Field(40, ge=1)  # py-spy samples a second (it is not pinned; it falls behind above this)
 
 
 def quick_plan() -> PerfPlan:
@@ -53,7 +56,8 @@ def quick_plan() -> PerfPlan:
         orchestration_impressions=(10_000, 30_000), orchestration_repeats=2,
         scaling_impressions=(3_000, 9_500, 30_000),
         run_profile="tiny",
-        serving_calls=20, serving_repeats=3,
+        serving_calls=10, serving_repeats=3,
+        fixes_rows=8_000, fixes_repeats=3,
     )
 
 
@@ -67,4 +71,5 @@ def full_plan() -> PerfPlan:
         scaling_impressions=(20_000, 63_000, 200_000),
         run_profile="demo",
         serving_calls=50, serving_repeats=5,
+        fixes_rows=60_000, fixes_repeats=3,
     )

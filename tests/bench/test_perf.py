@@ -20,6 +20,7 @@ TINY = {
     "pipeline_profile": "tiny", "recording_rows": 64, "recording_repeats": 1, "train_rows": 64, "train_repeats": 1,
     "join_rows": [400, 800], "join_repeats": 1, "orchestration_impressions": [300], "orchestration_repeats": 1,
     "scaling_impressions": [150, 300, 1500], "run_profile": "tiny", "serving_calls": 1, "serving_repeats": 1,
+    "fixes_rows": 600, "fixes_repeats": 1,
 }
 
 

@@ -67,7 +67,7 @@ class Runner:
 def run_serving(runner: Runner) -> dict[str, Any]:
     plan = runner.plan
     out = runner.case("serving", {"calls": plan.serving_calls, "repeats": plan.serving_repeats,
-                                  "workdir": str(runner.state / "serving")})
+                                  "onnx": plan.serving_onnx, "workdir": str(runner.state / "serving")})
     per, params = out["us_per_prediction"], out["parameters"]
     runtime = "onnxruntime" if "onnxruntime" in per else "torch"  # the exported modules, where installed
     students = [who for who in params if who != "teacher"]
@@ -137,6 +137,8 @@ def run_join(runner: Runner) -> dict[str, Any]:
         _log(f"join: generating {rows:,} rows")
         generated = runner.case("join", {**common, "op": "generate"}, tag=f"{rows}-generate")
         fits, reason = _pandas_fits(rows, previous)
+        if rows > plan.join_pandas_max_rows:
+            fits, reason = False, f"above the plan's join_pandas_max_rows ({plan.join_pandas_max_rows:,})"
         polars_runs: list[dict[str, Any]] = []
         pandas_runs: list[dict[str, Any]] = []
         for rep in range(plan.join_repeats):

@@ -419,7 +419,7 @@ def serving(params: dict[str, Any]) -> dict[str, Any]:
     inputs = {who: (sparse, dense, history[:, -lengths[who]:]) for who in modules}
     runtimes: dict[str, Callable[[str, tuple[Any, ...]], Any]] = {
         "torch": lambda who, x: torch_predict(modules[who], x)}
-    if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnxscript"):
+    if params.get("onnx", True) and importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnxscript"):
         workdir = Path(params["workdir"])
         sessions = {who: onnx_session(export_onnx(modules[who], tuple(a[:2] for a in inputs[who]),  # type: ignore[arg-type]
                                                   workdir / f"{who}.onnx", "logit" if who == "teacher"

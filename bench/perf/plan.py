@@ -39,6 +39,7 @@ class PerfPlan(StrictModel):
     run_overrides: dict[str, object] = Field(default_factory=dict)
     # 7. serving: timed calls after warm-up, interleaved teacher/student repetitions
     serving_calls: int = Field(ge=1)
+    serving_onnx: bool = True  # also the ONNX exports under onnxruntime (when the integrations extra is there)
     serving_repeats: int = Field(ge=1)
     # the fixes, each against what it replaced: rows of one evaluation day, alternating repetitions
     fixes_rows: int = Field(ge=100)

@@ -42,7 +42,9 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         add(f"training loop, {model}: fraction of the bare loop", value, "≥ 80%", value >= 0.8)
     if "orchestration_overhead" in results:
         value = results["orchestration_overhead"]
-        add("orchestration overhead at demo scale", value, "≤ 10%", value <= 0.10)
+        first = results["orchestration"]["scales"][0]["impressions"]
+        add(f"orchestration overhead, one streaming day at {first:,} impressions (demo: 60,000)", value, "≤ 10%",
+            value <= 0.10)
         exponent = results["orchestration"].get("extra_seconds_exponent")
         add("orchestration extra seconds vs rows (exponent)", exponent,
             f"constant: ≤ {ORCHESTRATION_EXTRA_EXPONENT_MAX}",

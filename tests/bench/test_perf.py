@@ -20,7 +20,7 @@ TINY = {
     "pipeline_profile": "tiny", "recording_rows": 64, "recording_repeats": 1, "train_rows": 64, "train_repeats": 1,
     "join_rows": [400, 800], "join_repeats": 1, "orchestration_impressions": [300], "orchestration_repeats": 1,
     "scaling_impressions": [150, 300, 1500], "run_profile": "tiny", "serving_calls": 1, "serving_repeats": 1,
-    "fixes_rows": 600, "fixes_repeats": 1,
+    "serving_onnx": False, "fixes_rows": 600, "fixes_repeats": 1,
 }
 
 
@@ -101,7 +101,7 @@ def test_harness_writes_every_key_with_sane_numbers(tmp_path: Path, monkeypatch:
     assert sum(breakdown["shares"].values()) == pytest.approx(1.0)
     assert results["make_run"]["report_cost_by_day"]["report: ranker"]["seconds_by_day"] == [0.5, 0.6, 0.7]
     assert results["scaling_exponent_time"] > 0
-    assert {row["name"] for row in results["targets"]} >= {"logit recording overhead",
-                                                          "orchestration overhead at demo scale"}
+    names = [row["name"] for row in results["targets"]]
+    assert "logit recording overhead" in names and any(n.startswith("orchestration overhead") for n in names)
     markdown = (out / "performance.md").read_text()
     assert "## Targets" in markdown and "load average" in markdown

@@ -286,6 +286,12 @@ RUNNERS: dict[str, Callable[[Runner], dict[str, Any]]] = {
 }
 
 
+def _children_cpu() -> float:
+    """CPU seconds of the finished measuring processes (pinned, one thread: their idle-machine wall time)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return children.ru_utime + children.ru_stime
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -320,18 +326,20 @@ def main(argv: list[str] | None = None) -> int:
     runner = Runner(plan, state, state / "cases.log", inline=args.inline)
     started = time.monotonic()
     case_seconds = dict(previous.get("case_seconds", {}))
+    case_cpu = dict(previous.get("case_cpu_seconds", {}))
     for name in CASE_ORDER:
         if only and name not in only:
             continue
         _log(f"case {name} (load average {os.getloadavg()[0]:.2f})")
-        t0 = time.monotonic()
+        t0, cpu0 = time.monotonic(), _children_cpu()
         results.update(RUNNERS[name](runner))
         case_seconds[name] = time.monotonic() - t0
+        case_cpu[name] = _children_cpu() - cpu0
+        results["case_cpu_seconds"] = case_cpu
         results["case_seconds"] = case_seconds
         results["machine_after"] = machine(plan.cpus, plan.threads)
         results["wall_seconds"] = time.monotonic() - started
-        children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the cases' own CPU time (pinned, one thread)
-        results["cases_cpu_seconds"] = children.ru_utime + children.ru_stime
+        results["cases_cpu_seconds"] = _children_cpu()
         write(results, out)
         _log(f"case {name}: {case_seconds[name]:.0f}s")
     _log(f"wrote {out / 'performance.md'} and .json in {results['wall_seconds'] / 60:.1f} min")

@@ -49,16 +49,17 @@ class PerfPlan(StrictModel):
 
 
 def quick_plan() -> PerfPlan:
+    """Sized for about 5 minutes of CPU time in the measuring processes (the wall time on an idle machine)."""
     return PerfPlan(
         quick=True,
-        recording_rows=3072, recording_repeats=3,
-        train_rows=3072, train_repeats=3,
+        recording_rows=2048, recording_repeats=3,
+        train_rows=2048, train_repeats=3,
         join_rows=(100_000, 300_000, 1_000_000), join_repeats=2,
-        orchestration_impressions=(10_000, 30_000), orchestration_repeats=2,
-        scaling_impressions=(3_000, 9_500, 30_000),
+        orchestration_impressions=(5_000, 20_000), orchestration_repeats=2,
+        scaling_impressions=(2_000, 6_300, 20_000),
         run_profile="tiny",
         serving_calls=10, serving_repeats=3,
-        fixes_rows=8_000, fixes_repeats=3,
+        fixes_rows=4_000, fixes_repeats=3,
     )
 
 

@@ -132,6 +132,10 @@ def markdown(results: dict[str, Any]) -> str:
         f"{plan.get('threads')} torch thread(s) (`runtime.threads`), so figures are per core; comparisons are "
         "interleaved A/B repetitions in one run, quoted as the median of the pair-by-pair ratios.",
         "",
+        "Per case, wall / CPU seconds: " + ", ".join(
+            f"{name} {results.get('case_seconds', {}).get(name, 0):.0f} / {cpu:.0f}"
+            for name, cpu in results.get("case_cpu_seconds", {}).items()) + ".",
+        "",
         "## Targets", "",
         "| target | measured | wanted | met |", "|---|---:|---|---|",
     ]

@@ -17,7 +17,7 @@ export DAGSTER_HOME ?= $(RECDISTILL_HOME)/dagster
 export MPLCONFIGDIR ?= $(CURDIR)/.state/.matplotlib
 
 .PHONY: install install-integrations run test test-integrations scenarios e2e lint validate ui mlflow-ui \
-	movielens movielens-published clean-state bench-eta
+	movielens movielens-published clean-state bench-eta bench-perf
 
 # Every pip call takes constraints.txt (exact pins of the whole tree, a matched Dagster set): a fresh
 # install never resolves, and never picks a library of another Dagster release. The venv's own pip is
@@ -112,6 +112,19 @@ mlflow-ui: install  ## the MLflow UI over the SQLite tracking store, one worker,
 # JOBS=2: cells trained in parallel processes (one torch thread each).
 bench-eta: install  ## transferability benchmark through the real asset graph → bench/results/transferability.{md,json}
 	$(PY) -m bench $(if $(QUICK),--quick) $(if $(ONLY),--only $(ONLY)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(JOBS),--jobs $(JOBS))
+
+# The performance benchmark's extra (py-spy for the profiles) and the integrations extra (onnxruntime: the
+# serving comparison measures the ONNX exports as well as PyTorch).
+$(VENV)/.bench: $(VENV)/.integrations
+	$(PIP_INSTALL) -e '.[dev,integrations,bench]'
+	touch $@
+
+# QUICK=1: the same cases at reduced sizes (minutes) → bench/results/quick/. Every measuring process is pinned
+# with taskset (PERF_CPUS, default 0) and runs PERF_THREADS torch threads (default 1): figures are per core.
+PERF_CPUS ?= 0
+PERF_THREADS ?= 1
+bench-perf: $(VENV)/.bench  ## performance benchmark → bench/results/performance.{md,json}
+	$(PY) -m bench.perf $(if $(QUICK),--quick) --cpus $(PERF_CPUS) --threads $(PERF_THREADS) $(if $(ONLY),--only $(ONLY))
 
 clean-state:  ## delete the state folder of $(PROFILE)
 	rm -rf $(RECDISTILL_HOME)

@@ -7,7 +7,7 @@ import polars as pl
 import torch
 from torch import nn
 
-from models.features import frame_to_tensors
+from models.features import FeatureTensors, frame_to_tensors
 
 
 @runtime_checkable
@@ -19,16 +19,23 @@ class TowerLogits(Protocol):
     aux_logit: torch.Tensor | None  # (B,) or None
 
 
-@torch.no_grad()
 def predict_logits(model: nn.Module, frame: pl.DataFrame, *, history_len: int, batch_size: int,
                    device: torch.device) -> dict[str, np.ndarray]:
     """Raw logits in eval mode, in row order: {"logit"} for a teacher, {"main", "aux"?} for a student.
 
     An empty frame still runs one empty batch, so the keys are the model's own.
     """
+    return predict_tensors(model, frame_to_tensors(frame, history_len, compact_history=True),
+                           batch_size=batch_size, device=device)
+
+
+@torch.inference_mode()
+def predict_tensors(model: nn.Module, tensors: FeatureTensors, *, batch_size: int,
+                    device: torch.device) -> dict[str, np.ndarray]:
+    """`predict_logits` on rows already converted (one conversion can serve several models: a model reads
+    the newest `seq_len` columns of a longer history)."""
     was_training = model.training
     model.eval()
-    tensors = frame_to_tensors(frame, history_len, compact_history=True)
     outputs: dict[str, list[np.ndarray]] = {}
     try:
         for idx in torch.arange(len(tensors)).split(batch_size) or (torch.arange(0),):

@@ -147,6 +147,7 @@ def train_teacher(
     log_every: int = 100,
     progress: Progress | None = None,
     teacher_policy: SamplingPolicy | None = None,
+    record: bool = True,
 ) -> tuple[TrainStats, dict[date, pl.DataFrame]]:
     """Train on the days in date order; record every trained sample's raw logit in the forward pass.
 
@@ -155,6 +156,8 @@ def train_teacher(
     memorised). Exactly one logit per sample is kept, from the first or the last epoch, with the
     global step that produced it and the row's own (teacher-stream) sampling parameters, which
     `teacher_policy`, when given, must match. Returns one TEACHER_LOGIT_SCHEMA frame per day.
+    `record=False` trains the same way without recording (no frames returned): only the performance
+    benchmark uses it, to measure what recording costs.
     """
     torch.manual_seed(seed)  # dropout, if any
     stats = TrainStats()
@@ -172,7 +175,7 @@ def train_teacher(
                 tracker.day_rows.append(len(tensors))
                 if teacher_policy is not None:
                     _check_teacher_sampling(tensors, teacher_policy, day)
-            recording = epoch == record_at
+            recording = record and epoch == record_at
             logits_out = np.full(len(tensors), np.nan, dtype=np.float32)
             steps_out = np.full(len(tensors), -1, dtype=np.int64)
             for idx in _batches(len(tensors), batch_size, _shuffle_seed(seed, epoch, day_index)):

@@ -5,10 +5,12 @@ teacher columns so it still trains the task loss; the distill loss masks it. Cov
 rate of matched vs unmatched rows are reported so a biased gap (e.g. only positives lost) is visible.
 """
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import polars as pl
+from polars.io.plugins import register_io_source
 
 from recdistill_dagster.data.sampling import row_uniforms
 from recdistill_dagster.data.schema import STUDENT_DATASET_SCHEMA, TEACHER_SAMPLING_COLUMNS
@@ -27,6 +29,55 @@ def join_student_dataset(student_samples: pl.LazyFrame, teacher_logits: pl.LazyF
     # m:1 validation: a duplicated logit would silently duplicate a training row otherwise.
     joined = student_samples.join(teacher, on="sample_id", how="left", validate="m:1", maintain_order="left")
     return joined.select(pl.col(name).cast(dtype) for name, dtype in STUDENT_DATASET_SCHEMA.items())
+
+
+# Student rows per chunk of the bounded-memory join (≈ 30 MB of rows with a 16-event history, ≈ 300 MB with 256).
+JOIN_CHUNK_ROWS = 262_144
+
+
+def join_student_dataset_in_chunks(student_samples: pl.LazyFrame, teacher_logits: pl.LazyFrame,
+                                   chunk_rows: int = JOIN_CHUNK_ROWS) -> pl.LazyFrame:
+    """`join_student_dataset`, the same rows in the same order, computed chunk by chunk: memory is bounded by
+    one chunk of student rows and the logits in that chunk's sample_id range, never by the day.
+
+    A hash join holds its whole build side (a day's logits) in memory, so its peak grows with the day. Here
+    each chunk of `chunk_rows` student rows (in file order) is joined with the logit rows whose sample_id lies
+    between the chunk's smallest and largest id: a filter, so the result does not depend on the order of the
+    files; when both are in sample_id order, as the pipeline writes them, that filter reads only the logit
+    row groups of the range (parquet statistics). A duplicated logit inside a chunk's range fails the m:1
+    validation as before; the teacher stage already refuses to write duplicated logits at all.
+
+    The result is a lazy frame over those chunks (a polars IO source), so `sink_parquet` streams it.
+    """
+    teacher = teacher_logits.select(_TEACHER_COLUMNS)
+    casts = [pl.col(name).cast(dtype) for name, dtype in STUDENT_DATASET_SCHEMA.items()]
+
+    def chunks(with_columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None,
+               batch_size: int | None) -> Iterator[pl.DataFrame]:
+        offset = produced = 0
+        while n_rows is None or produced < n_rows:
+            chunk = student_samples.slice(offset, chunk_rows).collect()
+            if chunk.height == 0:
+                return
+            low, high = chunk["sample_id"].min(), chunk["sample_id"].max()
+            logits = teacher.filter(pl.col("sample_id").is_between(low, high)).collect()
+            joined = chunk.lazy().join(logits.lazy(), on="sample_id", how="left", validate="m:1",
+                                       maintain_order="left").select(casts)
+            if predicate is not None:
+                joined = joined.filter(predicate)
+            if with_columns is not None:
+                joined = joined.select(with_columns)
+            frame = joined.collect()
+            if n_rows is not None:
+                frame = frame.head(n_rows - produced)
+            produced += frame.height
+            yield frame
+            if chunk.height < chunk_rows:
+                return
+            offset += chunk_rows
+
+    return register_io_source(chunks, schema=STUDENT_DATASET_SCHEMA, validate_schema=True,
+                              explain_name="student ⟕ teacher logits, chunked")
 
 
 def join_stats(dataset: pl.LazyFrame) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """Stage: a student's dataset for one training partition: its sampled rows left-joined with the
-teacher's recorded logits (lazily: scan, join, sink), plus a manifest written last.
+teacher's recorded logits (streamed chunk by chunk: scan, join, sink; memory bounded by a chunk, not the
+day), plus a manifest written last.
 
 A row without a teacher logit (teacher lag, dropped records) is kept with null teacher columns, so it
 still trains the task loss; coverage and matched/unmatched label rates are reported. Logits of a
@@ -15,7 +16,7 @@ import polars as pl
 from recdistill_dagster import layout
 from recdistill_dagster.calendar import days_of_partition
 from recdistill_dagster.config import JoinConfig, StudentConfig
-from recdistill_dagster.data.join import drop_logit_fraction, join_stats, join_student_dataset
+from recdistill_dagster.data.join import drop_logit_fraction, join_stats, join_student_dataset_in_chunks
 from recdistill_dagster.data.schema import SAMPLE_SCHEMA, STUDENT_DATASET_SCHEMA, check_schema
 from recdistill_dagster.errors import PipelineStepError
 from recdistill_dagster.graph import TEACHER_LOGITS, StudentKeys, partition_ref
@@ -106,7 +107,7 @@ def build_student_dataset(ctx: StageContext, student: StudentConfig, partition: 
             day_logits = drop_logit_fraction(day_logits.collect(), faults.drop_logit_fraction,
                                              seed=faults.seed + config.calendar.day_index(d)).lazy()
         urls[d.isoformat()] = store.sink_parquet(layout.student_dataset_path(student.name, partition, d),
-                                                 join_student_dataset(samples, day_logits))
+                                                 join_student_dataset_in_chunks(samples, day_logits))
     dataset = pl.concat([store.scan_parquet(layout.student_dataset_path(student.name, partition, d)) for d in days])
     check_schema(dataset, STUDENT_DATASET_SCHEMA, table=keys.dataset, partition=partition.isoformat())
     provenance = Provenance(

@@ -15,14 +15,13 @@ import polars as pl
 import torch
 
 from models.debias import calibrated_probability
-from models.features import frame_to_tensors
-from models.inference import predict_logits
+from models.features import FeatureTensors, frame_to_tensors
+from models.inference import predict_tensors
 from recdistill_dagster import layout
 from recdistill_dagster.calendar import previous_partition, require_training_partition
 from recdistill_dagster.config import StudentConfig
 from recdistill_dagster.errors import PipelineStepError
 from recdistill_dagster.graph import TEACHER_CHECKPOINT, StudentKeys, partition_ref
-from recdistill_dagster.registry import parse_snapshot_id
 from recdistill_dagster.report.calibration import calibration_bins
 from recdistill_dagster.report.estimate import (
     DayEstimate,
@@ -38,7 +37,7 @@ from recdistill_dagster.stages.context import StageContext
 from recdistill_dagster.stages.inputs import load_samples, require_files
 from recdistill_dagster.stages.student import chain_of, load_student
 from recdistill_dagster.stages.teacher import TEACHER as TEACHER_CHAIN
-from recdistill_dagster.stages.teacher import load_teacher
+from recdistill_dagster.stages.teacher import cached_eval_scores, eval_scores_path, load_teacher
 
 
 @dataclass
@@ -49,23 +48,21 @@ class ReportResult:
 
 
 def _teacher_eval_logits(ctx: StageContext, checkpoint: LoadedCheckpoint, eval_frame: pl.DataFrame,
-                         partition: date) -> np.ndarray:
+                         tensors: FeatureTensors) -> np.ndarray:
     """The teacher snapshot's raw logits on the eval day, scored once per snapshot.
 
     The teacher is the costliest model to run, and one snapshot is scored by every student's report,
     so the scores are stored keyed by the snapshot and reused when they cover exactly the eval rows in
-    the same order.
+    the same order (the next day's teacher health check reads them too, as its reference scores).
     """
-    _, _, run = parse_snapshot_id(checkpoint.snapshot_id)
-    path = layout.teacher_eval_scores_path(partition, run)
-    if ctx.store.exists(path):
-        cached = ctx.store.read_parquet(path)
-        if cached["sample_id"].equals(eval_frame["sample_id"]) and cached["logit"].is_finite().all():
-            return cached["logit"].to_numpy(writable=True)
-    logit = predict_logits(load_teacher(ctx, checkpoint), eval_frame, history_len=ctx.config.teacher.arch.seq_len,
-                           batch_size=ctx.config.eval.batch_size, device=ctx.device)["logit"]
+    cached = cached_eval_scores(ctx, checkpoint.snapshot_id, eval_frame)
+    if cached is not None:
+        return cached
+    logit = predict_tensors(load_teacher(ctx, checkpoint), tensors, batch_size=ctx.config.eval.batch_size,
+                            device=ctx.device)["logit"]
     if np.isfinite(logit).all():  # a diverged teacher's scores are recomputed, never cached
-        ctx.store.write_parquet(path, pl.DataFrame({"sample_id": eval_frame["sample_id"], "logit": logit}))
+        ctx.store.write_parquet(eval_scores_path(checkpoint.snapshot_id),
+                                pl.DataFrame({"sample_id": eval_frame["sample_id"], "logit": logit}))
     return logit
 
 
@@ -130,12 +127,12 @@ def evaluate_partition(ctx: StageContext, student: StudentConfig, partition: dat
     distilled = load_student(ctx, student, distilled_ckpt)
     baseline = load_student(ctx, student, baseline_ckpt)
     history_len, batch_size = student.arch.seq_len, config.eval.batch_size
-    distill_out = predict_logits(distilled, eval_frame, history_len=history_len, batch_size=batch_size,
-                                 device=ctx.device)
-    baseline_out = predict_logits(baseline, eval_frame, history_len=history_len, batch_size=batch_size,
-                                  device=ctx.device)
+    # One Arrow → tensor conversion for the three models (each reads the newest columns it needs).
+    tensors = frame_to_tensors(eval_frame, max(history_len, config.teacher.arch.seq_len), compact_history=True)
+    distill_out = predict_tensors(distilled, tensors, batch_size=batch_size, device=ctx.device)
+    baseline_out = predict_tensors(baseline, tensors, batch_size=batch_size, device=ctx.device)
     source = eval_frame["traffic_source"].to_numpy()
-    teacher_logit = _teacher_eval_logits(ctx, teacher_ckpt, eval_frame, partition)
+    teacher_logit = _teacher_eval_logits(ctx, teacher_ckpt, eval_frame, tensors)
     aux = distill_out.get("aux")
     columns = {
         TEACHER.key: calibrated_probability(teacher_logit, config.sampling.teacher, source),

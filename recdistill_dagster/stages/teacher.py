@@ -24,7 +24,7 @@ from recdistill_dagster.calendar import days_of_partition
 from recdistill_dagster.data.schema import validate_teacher_logits
 from recdistill_dagster.graph import TEACHER_CHECKPOINT, TEACHER_SAMPLES, partition_ref
 from recdistill_dagster.health import HealthInputs, HealthVerdict, assess_teacher, holdout_rows
-from recdistill_dagster.registry import SnapshotRecord, SnapshotRegistry
+from recdistill_dagster.registry import SnapshotRecord, SnapshotRegistry, parse_snapshot_id
 from recdistill_dagster.stages.chain import (
     ChainStart,
     LoadedCheckpoint,
@@ -81,6 +81,24 @@ def load_teacher(ctx: StageContext, checkpoint: LoadedCheckpoint) -> TeacherMode
     return model.to(ctx.device).eval()
 
 
+def eval_scores_path(snapshot: str) -> str:
+    """Where a teacher snapshot's raw logits on its partition's evaluation day are stored."""
+    _, partition, run = parse_snapshot_id(snapshot)
+    return layout.teacher_eval_scores_path(partition, run)
+
+
+def cached_eval_scores(ctx: StageContext, snapshot: str, eval_frame: pl.DataFrame) -> np.ndarray | None:
+    """The snapshot's stored scores when they cover exactly `eval_frame`'s rows, in order, all finite."""
+    path = eval_scores_path(snapshot)
+    if not ctx.store.exists(path):
+        return None
+    cached = ctx.store.read_parquet(path)
+    if cached["sample_id"].equals(eval_frame["sample_id"]) and cached["logit"].is_finite().all():
+        scores: np.ndarray = cached["logit"].to_numpy(writable=True)
+        return scores
+    return None
+
+
 def _inject_fault(ctx: StageContext, days: list[date], attempt: int, model: torch.nn.Module,
                   optimizer: torch.optim.Optimizer) -> str | None:
     """Drill: make this day's teacher training go bad (config `faults.teacher`)."""
@@ -114,9 +132,15 @@ def _assess_health(ctx: StageContext, day: date, model: TeacherModel, start: Cha
     calibrated = calibrated_probability(scores, config.sampling.teacher, traffic_sources)
     reference_scores = None
     if start.parent is not None:
-        reference = load_teacher(ctx, start.parent)
-        reference_scores = predict_logits(reference, eval_frame.filter(pl.Series(holdout)), history_len=seq_len,
-                                          batch_size=batch_size, device=ctx.device)["logit"]
+        # The last good snapshot's report scored this very day already (its evaluation day): reuse those
+        # stored scores when they cover these rows; otherwise score the held-out rows.
+        cached = cached_eval_scores(ctx, start.parent.snapshot_id, eval_frame)
+        if cached is not None:
+            reference_scores = cached[holdout]
+        else:
+            reference = load_teacher(ctx, start.parent)
+            reference_scores = predict_logits(reference, eval_frame.filter(pl.Series(holdout)), history_len=seq_len,
+                                              batch_size=batch_size, device=ctx.device)["logit"]
     inputs = HealthInputs(
         recorded_logits=recorded,
         holdout_labels=labels[holdout],

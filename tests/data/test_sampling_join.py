@@ -13,7 +13,12 @@ from recdistill_dagster.config import (
     SyntheticWorldConfig,
     load_config,
 )
-from recdistill_dagster.data.join import drop_logit_fraction, join_stats, join_student_dataset
+from recdistill_dagster.data.join import (
+    drop_logit_fraction,
+    join_stats,
+    join_student_dataset,
+    join_student_dataset_in_chunks,
+)
 from recdistill_dagster.data.sampling import row_uniforms, sample_stream
 from recdistill_dagster.data.schema import (
     STUDENT_DATASET_SCHEMA,
@@ -171,6 +176,32 @@ def test_join_refuses_duplicate_logits(impressions: pl.DataFrame) -> None:
     logits = fake_logits(student)
     with pytest.raises(pl.exceptions.ComputeError):
         join_student_dataset(student.lazy(), pl.concat([logits, logits.head(3)]).lazy()).collect()
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 37, 10_000_000])
+def test_chunked_join_equals_the_hash_join(impressions: pl.DataFrame, tmp_path, chunk_rows: int) -> None:
+    teacher = sample_stream(impressions, POLICIES.teacher, seed=SEED)
+    student = sample_stream(impressions, STUDENT_POLICY, seed=SEED).head(300)
+    logits = drop_logit_fraction(fake_logits(teacher), 0.2, seed=5)
+    expected = join_student_dataset(student.lazy(), logits.lazy()).collect()
+    assert join_student_dataset_in_chunks(student.lazy(), logits.lazy(), chunk_rows).collect().equals(expected)
+    # Order of neither file matters (the logits of a chunk are a filter on its sample_id range).
+    shuffled_student = student.sample(fraction=1.0, shuffle=True, seed=1)
+    shuffled = join_student_dataset_in_chunks(shuffled_student.lazy(), logits.sample(fraction=1.0, shuffle=True,
+                                                                                     seed=2).lazy(), chunk_rows)
+    assert shuffled.collect().equals(join_student_dataset(shuffled_student.lazy(), logits.lazy()).collect())
+    # Streamed to parquet (as the stage sinks it); an empty day keeps the schema.
+    student.write_parquet(tmp_path / "student.parquet")
+    logits.write_parquet(tmp_path / "logits.parquet")
+    join_student_dataset_in_chunks(pl.scan_parquet(tmp_path / "student.parquet"),
+                                   pl.scan_parquet(tmp_path / "logits.parquet"), chunk_rows).sink_parquet(
+        tmp_path / "out.parquet")
+    assert pl.read_parquet(tmp_path / "out.parquet").equals(expected)
+    empty = join_student_dataset_in_chunks(student.head(0).lazy(), logits.lazy(), chunk_rows).collect()
+    assert empty.height == 0 and list(empty.schema.items()) == list(STUDENT_DATASET_SCHEMA.items())
+    with pytest.raises(pl.exceptions.ComputeError):  # a duplicated logit of a student row still fails
+        join_student_dataset_in_chunks(student.lazy(), pl.concat([logits, logits.filter(
+            pl.col("sample_id") == student["sample_id"][0])]).lazy(), chunk_rows).collect()
 
 
 def test_drop_logit_fraction_is_exact_and_deterministic(impressions: pl.DataFrame) -> None:

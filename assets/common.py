@@ -56,8 +56,9 @@ def stage_context(context: AssetExecutionContext, settings: PipelineSettings, st
                   data_source: RecDataSource, tracking_run_id: str | None = None,
                   progress_label: str | None = None) -> StageContext:
     """The stage functions' one argument, for this run (and this MLflow run, when there is one)."""
+    config = settings.config()
     return StageContext(
-        config=settings.config(), store=store.open(), source=data_source.source(),
+        config=config, store=store.open(), source=data_source.source(config),
         identity=RunIdentity(context.run.run_id, tracking_run_id),
         progress=progress_logger(context, progress_label) if progress_label else None,
     )

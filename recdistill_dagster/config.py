@@ -8,7 +8,7 @@ This module imports no Dagster: models/ and the data code use it directly.
 """
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -543,12 +543,15 @@ def _format_validation_error(source: str, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
+ConfigFiles = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None
+
+
 def load_config(
     profile: str = "demo",
-    config_file: str | os.PathLike[str] | None = None,
+    config_file: ConfigFiles = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> PipelineConfig:
-    """Resolve defaults <- profile <- config file <- overrides, validated strictly."""
+    """Resolve defaults <- profile <- config file(s), in order <- overrides, validated strictly."""
     profile_path = PROFILE_DIR / f"{profile}.yaml"
     if not profile_path.exists():
         raise ConfigError(
@@ -559,8 +562,9 @@ def load_config(
     raw: dict[str, Any] = PipelineConfig().model_dump(mode="json", exclude={"data"})
     raw = deep_merge(raw, {"profile": profile, **_read_yaml(profile_path)})
     source = f"profile {profile!r}"
-    if config_file:
-        path = Path(config_file)
+    files = [config_file] if isinstance(config_file, str | os.PathLike) else list(config_file or [])
+    for name in (f for f in files if f):
+        path = Path(name)
         if not path.exists():
             raise ConfigError(f"config file {path} does not exist")
         raw = deep_merge(raw, _read_yaml(path))

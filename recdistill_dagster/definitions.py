@@ -1,7 +1,9 @@
 """The one `Definitions` of the code location (loaded by `dagster dev` through workspace.yaml).
 
-The profile comes from `RECDISTILL_PROFILE` (default `demo`), the state folder from
-`RECDISTILL_HOME`. Partition dates depend on the profile, so the definitions are built from it.
+The profile comes from `RECDISTILL_PROFILE` (default `demo`), an override file of the deployment from
+`RECDISTILL_CONFIG`, the state folder from `RECDISTILL_HOME`. Partition dates depend on the profile, so
+the definitions are built from it, and the settings resource is bound to it (a launch configuration can
+add overrides but never change the profile).
 """
 
 import warnings
@@ -20,6 +22,7 @@ from assets.common import asset_key
 from recdistill_dagster.config import load_config
 from recdistill_dagster.graph import AssetGraph
 from recdistill_dagster.home import (
+    active_config_file,
     active_profile,
     mlflow_artifact_location,
     mlflow_tracking_uri,
@@ -46,7 +49,7 @@ def build_definitions(profile: str | None = None, home: Path | None = None,
     config = load_config(profile, config_file)
     graph = AssetGraph.of(config)
     partitions = build_partitions(config.calendar)
-    settings = PipelineSettings(profile=profile, config_file=config_file)
+    settings = PipelineSettings.for_deployment(profile, config_file)
     store = ArtifactStoreResource(base_url=store_url(home))
     training = AssetSelection.assets(*(asset_key(k) for k in graph.training_keys))
     resources = {
@@ -101,4 +104,4 @@ def build_definitions(profile: str | None = None, home: Path | None = None,
     )
 
 
-defs = build_definitions()
+defs = build_definitions(active_profile(), None, active_config_file())

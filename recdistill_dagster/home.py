@@ -38,6 +38,11 @@ def active_profile() -> str:
     return os.environ.get("RECDISTILL_PROFILE", "demo")
 
 
+def active_config_file() -> str | None:
+    """The deployment's own override file (`RECDISTILL_CONFIG`), applied to every run it serves."""
+    return os.environ.get("RECDISTILL_CONFIG") or None
+
+
 def state_home(profile: str | None = None) -> Path:
     configured = os.environ.get("RECDISTILL_HOME")
     home = Path(configured) if configured else Path.cwd() / ".state" / (profile or active_profile())

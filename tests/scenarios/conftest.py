@@ -49,6 +49,7 @@ class Pipeline:
     overrides: str = ""
     sensor_cursor: str | None = None
     log: list[str] = field(default_factory=list)
+    runs: list[ExecuteInProcessResult] = field(default_factory=list)  # the sensor's repair runs
 
     @property
     def config_file(self) -> Path:
@@ -90,7 +91,7 @@ class Pipeline:
     def training_range(self, start: date, end: date) -> ExecuteInProcessResult:
         return execute_range(self.defs, DAILY_TRAINING_JOB, start, end, self.instance)
 
-    def tick(self) -> SensorResult:
+    def tick(self, expect_success: bool = True) -> SensorResult:
         """Evaluate the rollback sensor once and execute what it requests (as the daemon would)."""
         defs = self.defs
         sensor = defs.get_sensor_def(ROLLBACK_SENSOR)
@@ -104,7 +105,8 @@ class Pipeline:
                                 asset_selection=request.asset_selection, tags=request.tags)
             self.log.append(f"repair run {request.tags[RANGE_START_TAG]}..{request.tags[RANGE_END_TAG]} "
                             f"{'ok' if run.success else 'FAILED: ' + failure_text(run)}")
-            assert run.success, failure_text(run)
+            self.runs.append(run)
+            assert run.success == expect_success, failure_text(run)
         return result
 
     def report(self, day: date, student: str = "ranker") -> dict[str, Any]:

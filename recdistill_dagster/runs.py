@@ -34,10 +34,13 @@ class _TerminalHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         meta = record.__dict__.get("dagster_meta") or {}
-        if meta.get("dagster_event") is not None:
+        message = str(meta.get("orig_message") or record.getMessage())
+        # Dagster's own notices that a step is skipped because an upstream one failed: the paragraph
+        # that ends the run names what failed.
+        if meta.get("dagster_event") is not None or message.startswith("Dependencies for step"):
             return
         where = meta.get("step_key") or meta.get("job_name") or "run"
-        notice(f"  {record.levelname.lower()}: {where}: {meta.get('orig_message') or record.getMessage()}")
+        notice(f"  {record.levelname.lower()}: {where}: {message}")
 
 
 @logger(config_schema={"log_level": Field(str, default_value="WARNING")},

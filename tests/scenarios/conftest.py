@@ -33,12 +33,14 @@ BASE = f"calendar: {{streaming_days: {STREAMING_DAYS}}}\neval: {{bootstrap_sampl
 
 
 def failure_text(result: ExecuteInProcessResult) -> str:
-    """Every failed step with its error (and causes), for assertions and messages."""
+    """Every failed step with its error (and causes), or the run's own failure when it failed before any
+    step (a resource refusing the launch configuration), for assertions and messages."""
     messages = []
     for event in result.all_events:
-        if event.event_type_value == "STEP_FAILURE":
-            error = event.event_specific_data.error
-            messages.append(f"{event.step_key}: {error.to_string() if error else event.message}")
+        if event.event_type_value == "STEP_FAILURE" or (
+                event.event_type_value in ("PIPELINE_FAILURE", "RUN_FAILURE") and not messages):
+            error = getattr(event.event_specific_data, "error", None)
+            messages.append(f"{event.step_key or 'run'}: {error.to_string() if error else event.message}")
     return " | ".join(messages)
 
 

@@ -6,6 +6,7 @@ from typing import Any
 from dagster import AssetExecutionContext, AssetSpec, MetadataValue, multi_asset
 
 from assets.common import (
+    CHAIN_POOL,
     OWNERS,
     SINGLE_RUN,
     PartitionOutcome,
@@ -55,6 +56,7 @@ def build_sample_assets(config: PipelineConfig, graph: AssetGraph, partitions: P
         specs=specs,
         partitions_def=partitions.data,
         backfill_policy=SINGLE_RUN,
+        pool=CHAIN_POOL,  # the training runs read these files: never rewritten while one runs
         description="Generate (or read) the day's impressions and write the evaluation, teacher and student streams.",
     )
     def sample_streams(context: AssetExecutionContext, settings: PipelineSettings, store: ArtifactStoreResource,

@@ -5,7 +5,15 @@ from collections.abc import Iterator
 from datetime import date
 from typing import Any
 
-from dagster import AssetCheckSpec, AssetExecutionContext, AssetsDefinition, MetadataValue, asset
+from dagster import (
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetsDefinition,
+    AssetSpec,
+    MetadataValue,
+    asset,
+    multi_asset,
+)
 
 from assets.common import (
     OWNERS,
@@ -54,19 +62,24 @@ def _student_assets(student: StudentConfig, graph: AssetGraph,
     common: dict[str, Any] = dict(partitions_def=partitions.training, backfill_policy=SINGLE_RUN, pool=TRAINING_POOL,
                                   group_name=student.name, owners=OWNERS)
 
-    @asset(
-        key=asset_key(keys.dataset), deps=asset_deps(graph, keys.dataset), kinds={"polars", "parquet"},
-        tags={"recdistill/artifact": "dataset", "recdistill/student": student.name},
-        code_version=code_version("recdistill_dagster.stages.dataset"),
+    # A multi-asset of one, subsettable, only so that its check output may be left out of range runs (see
+    # RangeMaterializer.results); the step and its key stay those of a plain asset.
+    @multi_asset(
+        name=keys.dataset.replace("/", "__"),
+        specs=[AssetSpec(
+            asset_key(keys.dataset), deps=asset_deps(graph, keys.dataset), kinds={"polars", "parquet"},
+            tags={"recdistill/artifact": "dataset", "recdistill/student": student.name},
+            code_version=code_version("recdistill_dagster.stages.dataset"), group_name=student.name, owners=OWNERS,
+            description=(f"{student.name}'s sampled rows left-joined with the recorded teacher logits by sample_id. "
+                         "Rows without a logit are kept (task loss only); coverage and matched/unmatched label rates "
+                         "are reported."),
+        )],
         check_specs=[AssetCheckSpec(
             JOIN_COVERAGE_CHECK, asset=asset_key(keys.dataset), blocking=True,
             description="Share of student rows with a teacher logit: warns below join.coverage_warn, fails (and "
                         "blocks the student's training) below join.coverage_floor.",
         )],
-        description=(f"{student.name}'s sampled rows left-joined with the recorded teacher logits by sample_id. Rows "
-                     "without a logit are kept (task loss only); coverage and matched/unmatched label rates are "
-                     "reported."),
-        **common,
+        partitions_def=partitions.training, backfill_policy=SINGLE_RUN, pool=TRAINING_POOL, can_subset=True,
     )
     def student_dataset(context: AssetExecutionContext, settings: PipelineSettings, store: ArtifactStoreResource,
                         data_source: RecDataSource) -> Iterator[Any]:

@@ -75,6 +75,7 @@ def build_teacher_assets(graph: AssetGraph, partitions: PipelinePartitions) -> l
         partitions_def=partitions.training,
         backfill_policy=SINGLE_RUN,
         pool=TRAINING_POOL,
+        can_subset=True,  # only to make the check output optional in range runs; run_days refuses a part
         description="Train the teacher on one partition (or a range, in date order), recording logits as it trains.",
     )
     def teacher_training(context: AssetExecutionContext, settings: PipelineSettings, store: ArtifactStoreResource,
@@ -94,6 +95,8 @@ def build_teacher_assets(graph: AssetGraph, partitions: PipelinePartitions) -> l
                                 "sampling": config.sampling.teacher.model_dump(mode="json"),
                                 "data": config.data.model_dump(mode="json")})
                 result = train_teacher_partition(ctx, day)
+                if result.fault_skipped:
+                    context.log.warning(result.fault_skipped)
                 run.log_step_history(result.stats.history)
                 run.log_metrics({**train_stats_metrics(result.stats), "logit_mean": result.logit_mean,
                                  "logit_std": result.logit_std, "n_parameters": result.n_parameters,
@@ -138,6 +141,10 @@ def _outcomes(context: AssetExecutionContext, result: TeacherResult, record_epoc
         rows.append(("rolled back over", ", ".join(f"`{s}`" for s in result.rolled_back_over)))
     if result.fault:
         rows.append(("injected fault", result.fault))
+    if result.fault_skipped:
+        rows.append(("fault drill", "skipped on this attempt"))
+    if result.identical_to:
+        rows.append(("identical to", f"`{result.identical_to}` (same weights checksum)"))
     health_metadata = {k: v for k, v in health.metrics.items() if v is not None}
     checkpoint = PartitionOutcome(
         asset_key=TEACHER_CHECKPOINT,

@@ -17,6 +17,11 @@ def is_batch_partition(calendar: CalendarConfig, partition: date) -> bool:
 
 
 def require_training_partition(calendar: CalendarConfig, partition: date) -> None:
+    if calendar.open_ended and partition > calendar.last_training_day:
+        raise PipelineStepError(
+            f"partition {partition} is not complete yet: the open-ended calendar trains a day once it is over "
+            f"(the last complete day is {calendar.last_training_day})"
+        )
     if partition < calendar.batch_end or partition > calendar.last_training_day:
         raise PipelineStepError(
             f"partition {partition} is outside the training calendar {calendar.batch_end}..{calendar.last_training_day}"

@@ -8,13 +8,13 @@ This module imports no Dagster: models/ and the data code use it directly.
 """
 
 import os
-from collections.abc import Mapping
-from datetime import date, timedelta
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from recdistill_dagster.data.schema import SPARSE_FEATURES
 
@@ -146,39 +146,73 @@ class SamplingConfig(StrictModel):
 # --------------------------------------------------------------------------- calendar
 
 
+OPEN = "open"
+
+
+def utc_today() -> date:
+    """Today by the clock (UTC, as Dagster's daily partitions): the day that is not complete yet."""
+    return datetime.now(UTC).date()
+
+
 class CalendarConfig(StrictModel):
     """Which days exist: a batch window, then daily streaming partitions.
 
     Training partitions start at the last day of the batch window (that partition *is* the batch
     phase); each report partition d evaluates the models after day d on day d+1, so data exists
-    one day past the last training day.
+    one day past the last training day. `streaming_days: open` has no last day: every day up to the
+    last complete one by the clock exists, and the schedules train each one the day after (a
+    deployment run every day); its report d waits for day d+1 to be complete.
     """
 
     start_date: date = date(2026, 1, 1)
     batch_days: int = Field(5, ge=1)
-    streaming_days: int = Field(7, ge=0)
+    streaming_days: int | Literal["open"] = 7
+
+    @field_validator("streaming_days")
+    @classmethod
+    def _non_negative(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 0:
+            raise ValueError("must be >= 0, or `open` (no last day)")
+        return value
+
+    @property
+    def open_ended(self) -> bool:
+        return self.streaming_days == OPEN
 
     @property
     def batch_end(self) -> date:
         return self.start_date + timedelta(days=self.batch_days - 1)
 
+    def last_training_day_at(self, today: date) -> date:
+        """The last training partition as of `today` (open-ended: the last complete day, yesterday)."""
+        if isinstance(self.streaming_days, int):
+            return self.batch_end + timedelta(days=self.streaming_days)
+        return today - timedelta(days=1)
+
+    def last_data_day_at(self, today: date) -> date:
+        """The last data partition as of `today`: one past the last training day, or yesterday when open-ended."""
+        if self.open_ended:
+            return today - timedelta(days=1)
+        return self.last_training_day_at(today) + timedelta(days=1)
+
     @property
     def last_training_day(self) -> date:
-        return self.batch_end + timedelta(days=self.streaming_days)
+        return self.last_training_day_at(utc_today())
 
     @property
     def last_data_day(self) -> date:
-        return self.last_training_day + timedelta(days=1)
+        return self.last_data_day_at(utc_today())
 
     def batch_window(self) -> list[date]:
         return [self.start_date + timedelta(days=i) for i in range(self.batch_days)]
 
-    def training_days(self) -> list[date]:
-        return [self.batch_end + timedelta(days=i) for i in range(self.streaming_days + 1)]
+    def training_days(self, today: date | None = None) -> list[date]:
+        last = self.last_training_day_at(today or utc_today())
+        return [self.batch_end + timedelta(days=i) for i in range((last - self.batch_end).days + 1)]
 
-    def data_days(self) -> list[date]:
-        n_days = (self.last_data_day - self.start_date).days + 1
-        return [self.start_date + timedelta(days=i) for i in range(n_days)]
+    def data_days(self, today: date | None = None) -> list[date]:
+        last = self.last_data_day_at(today or utc_today())
+        return [self.start_date + timedelta(days=i) for i in range((last - self.start_date).days + 1)]
 
     def day_index(self, day: date) -> int:
         return (day - self.start_date).days
@@ -406,12 +440,35 @@ class HealthConfig(StrictModel):
 
 
 class TeacherFault(StrictModel):
-    """Make one day's teacher training go bad, for the first `attempts` materializations of it."""
+    """Make one day's teacher training go bad on the materializations (attempts) of it that it names.
+
+    Attempt n is the n-th snapshot of the day in the registry (its earlier snapshots + 1): `[1]` is the
+    day's first training (a transient fault: the retrain is healthy), `[1, 2]` a fault that survives one
+    retrain. On a day already trained, name the next attempt; a materialization the drill skips says so
+    in its run log.
+    """
 
     day: date
     mode: Literal["divergence", "nan"] = "divergence"
-    attempts: int = Field(1, ge=1)  # 1: a transient fault; the retrained snapshot is healthy
+    attempts: tuple[int, ...] = (1,)
     lr_multiplier: float = Field(1000.0, gt=1.0)  # divergence: the learning rate for that day
+
+    @field_validator("attempts", mode="before")
+    @classmethod
+    def _attempt_numbers(cls, value: Any) -> Any:
+        if isinstance(value, int):
+            raise ValueError(
+                f"names the attempts the drill applies to, a list such as [{value}] (attempt n = the n-th "
+                "snapshot of the day); a number alone is ambiguous"
+            )
+        return value
+
+    @field_validator("attempts")
+    @classmethod
+    def _positive(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or any(n < 1 for n in value):
+            raise ValueError("lists attempt numbers >= 1 (at least one)")
+        return value
 
 
 class FaultConfig(StrictModel):
@@ -429,6 +486,16 @@ class FaultConfig(StrictModel):
         return self.drop_logit_fraction > 0 and (not self.drop_logit_days or day in self.drop_logit_days)
 
 
+class ScheduleConfig(StrictModel):
+    """When the daily increment runs (cron, UTC) and by when a day's students must exist."""
+
+    data_cron: str = "30 0 * * *"  # the sample streams of the day that just ended
+    training_cron: str = "30 1 * * *"  # the teacher and every student on it, then the reports it allows
+    # Open-ended calendars: a student checkpoint of day D still missing at this time of D+1 is late
+    # (its freshness check fails).
+    freshness_deadline_cron: str = "0 6 * * *"
+
+
 class PipelineConfig(StrictModel):
     profile: str = "custom"
     data: DataSourceConfig = SyntheticWorldConfig()
@@ -441,6 +508,7 @@ class PipelineConfig(StrictModel):
     health: HealthConfig = HealthConfig()
     faults: FaultConfig = FaultConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+    schedules: ScheduleConfig = ScheduleConfig()
 
     @property
     def active_students(self) -> tuple[StudentConfig, ...]:
@@ -480,6 +548,11 @@ class PipelineConfig(StrictModel):
                     f"{list(teacher_policy.positive_keep_by_source)}): "
                     "those rows would never have a teacher logit; keep every rate at most the teacher's"
                 )
+        if self.calendar.open_ended and not isinstance(self.data, SyntheticWorldConfig):
+            raise ValueError(
+                "calendar.streaming_days: open needs a source that has every day (the synthetic world); "
+                f"{self.data.kind} covers a fixed range of days: give streaming_days a number"
+            )
         logged = self.data.logged_history_len
         lengths = [("teacher.arch.seq_len", self.teacher.arch.seq_len)] + [
             (f"students[{s.name}].arch.seq_len", s.arch.seq_len) for s in self.students]
@@ -545,12 +618,15 @@ def _format_validation_error(source: str, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
+ConfigFiles = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None
+
+
 def load_config(
     profile: str = "demo",
-    config_file: str | os.PathLike[str] | None = None,
+    config_file: ConfigFiles = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> PipelineConfig:
-    """Resolve defaults <- profile <- config file <- overrides, validated strictly."""
+    """Resolve defaults <- profile <- config file(s), in order <- overrides, validated strictly."""
     profile_path = PROFILE_DIR / f"{profile}.yaml"
     if not profile_path.exists():
         raise ConfigError(
@@ -561,8 +637,9 @@ def load_config(
     raw: dict[str, Any] = PipelineConfig().model_dump(mode="json", exclude={"data"})
     raw = deep_merge(raw, {"profile": profile, **_read_yaml(profile_path)})
     source = f"profile {profile!r}"
-    if config_file:
-        path = Path(config_file)
+    files = [config_file] if isinstance(config_file, str | os.PathLike) else list(config_file or [])
+    for name in (f for f in files if f):
+        path = Path(name)
         if not path.exists():
             raise ConfigError(f"config file {path} does not exist")
         raw = deep_merge(raw, _read_yaml(path))

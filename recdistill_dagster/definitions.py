@@ -1,7 +1,9 @@
 """The one `Definitions` of the code location (loaded by `dagster dev` through workspace.yaml).
 
-The profile comes from `RECDISTILL_PROFILE` (default `demo`), the state folder from
-`RECDISTILL_HOME`. Partition dates depend on the profile, so the definitions are built from it.
+The profile comes from `RECDISTILL_PROFILE` (default `daily`, the open-ended one), an override file of
+the deployment from `RECDISTILL_CONFIG`, the state folder from `RECDISTILL_HOME`. Partition dates depend
+on the profile, so the definitions are built from it, and the settings resource is bound to it (a
+launch configuration can add overrides but never change the profile).
 """
 
 import warnings
@@ -11,6 +13,7 @@ from dagster import (
     AssetSelection,
     BetaWarning,
     Definitions,
+    colored_console_logger,
     define_asset_job,
     in_process_executor,
 )
@@ -20,14 +23,17 @@ from assets.common import asset_key
 from recdistill_dagster.config import load_config
 from recdistill_dagster.graph import AssetGraph
 from recdistill_dagster.home import (
+    active_config_file,
     active_profile,
+    deployment_profile,
     mlflow_artifact_location,
     mlflow_tracking_uri,
     state_home,
     store_url,
 )
 from recdistill_dagster.partitions import build_partitions
-from recdistill_dagster.schedules import TRAINING_LANE_TAG, build_schedules
+from recdistill_dagster.runs import TERMINAL_LOGGER, terminal_logger
+from recdistill_dagster.schedules import TRAINING_LANE_TAG, build_freshness, build_schedules
 from recdistill_dagster.sensors import build_rollback_sensor
 from resources import ArtifactStoreResource, MlflowTracking, PipelineSettings, RecDataSource
 
@@ -46,9 +52,12 @@ def build_definitions(profile: str | None = None, home: Path | None = None,
     config = load_config(profile, config_file)
     graph = AssetGraph.of(config)
     partitions = build_partitions(config.calendar)
-    settings = PipelineSettings(profile=profile, config_file=config_file)
+    settings = PipelineSettings.for_deployment(profile, config_file)
     store = ArtifactStoreResource(base_url=store_url(home))
-    training = AssetSelection.assets(*(asset_key(k) for k in graph.training_keys))
+    freshness = build_freshness(config, graph)
+    # The freshness checks are evaluated by their sensor, never as extra steps of a job.
+    not_freshness = AssetSelection.checks(*freshness.checks) if freshness.checks else AssetSelection.checks()
+    training = AssetSelection.assets(*(asset_key(k) for k in graph.training_keys)) - not_freshness
     resources = {
         "settings": settings,
         "store": store,
@@ -93,12 +102,15 @@ def build_definitions(profile: str | None = None, home: Path | None = None,
     return Definitions(
         assets=build_all_assets(config, graph, partitions),
         jobs=jobs,
-        schedules=build_schedules(config.calendar, graph, SAMPLE_STREAMS_JOB, DAILY_TRAINING_JOB),
-        sensors=[build_rollback_sensor(config, graph, store.open(), repair_job, lane)],
+        schedules=build_schedules(config, graph, SAMPLE_STREAMS_JOB, DAILY_TRAINING_JOB),
+        sensors=[build_rollback_sensor(config, graph, store.open(), repair_job, lane), *freshness.sensors],
+        asset_checks=freshness.checks,
         resources=resources,
         # Steps share one process: the multiprocess executor re-imports torch per step (seconds each).
         executor=in_process_executor,
+        # Dagster's console by default; the CLI's terminal (one line per warning, no traces) when it asks.
+        loggers={"console": colored_console_logger, TERMINAL_LOGGER: terminal_logger},
     )
 
 
-defs = build_definitions()
+defs = build_definitions(deployment_profile(), None, active_config_file())

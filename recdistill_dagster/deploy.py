@@ -1,6 +1,6 @@
 """The Dagster instance of a deployment: `dagster.yaml` for run, event-log and schedule storage on PostgreSQL.
 
-The concurrency rules (one run of the training lane, the `recdistill_training` pool) are the ones
+The concurrency rules (one run of the training lane, the `recdistill_chain` pool) are the ones
 the embedded SQLite instance gets (`home.DAGSTER_YAML`), read from there rather than restated, so
 both instances serialize the chain the same way. Telemetry and the UI's first-run modal are off.
 

@@ -62,6 +62,7 @@ class AssetNode:
     upstream: tuple[Edge, ...] = ()
     student: str | None = None
     step: str | None = None  # assets produced by one step (a multi-asset) share it
+    checks: tuple[str, ...] = ()  # the asset checks its step evaluates (blocking ones stop the day)
 
     @property
     def trains(self) -> bool:
@@ -108,7 +109,8 @@ class AssetGraph:
               for s in self.students),
             AssetNode(TEACHER_CHECKPOINT, "teacher_checkpoint", "training", GROUP_TEACHER, step="teacher_training",
                       upstream=(Edge(TEACHER_SAMPLES, DayMapping.TRAINED_DAYS),
-                                Edge(TEACHER_CHECKPOINT, DayMapping.PREVIOUS_DAY))),
+                                Edge(TEACHER_CHECKPOINT, DayMapping.PREVIOUS_DAY)),
+                      checks=(TEACHER_HEALTH_CHECK,)),
             AssetNode(TEACHER_LOGITS, "teacher_logits", "training", GROUP_TEACHER, step="teacher_training",
                       upstream=(Edge(TEACHER_SAMPLES, DayMapping.TRAINED_DAYS),
                                 Edge(TEACHER_CHECKPOINT, DayMapping.PREVIOUS_DAY, declared=False))),
@@ -118,7 +120,8 @@ class AssetGraph:
             nodes += [
                 AssetNode(keys.dataset, "dataset", "training", name, student=name,
                           upstream=(Edge(keys.samples, DayMapping.TRAINED_DAYS),
-                                    Edge(TEACHER_LOGITS, DayMapping.SAME_DAY))),
+                                    Edge(TEACHER_LOGITS, DayMapping.SAME_DAY)),
+                          checks=(JOIN_COVERAGE_CHECK,)),
                 AssetNode(keys.distilled, "distilled", "training", name, student=name,
                           upstream=(Edge(keys.dataset, DayMapping.SAME_DAY),
                                     Edge(keys.distilled, DayMapping.PREVIOUS_DAY))),
@@ -160,6 +163,11 @@ class AssetGraph:
     def training_keys(self) -> list[str]:
         """Everything partitioned by training day, reports included, in topological order."""
         return [node.key for node in self.nodes.values() if node.trains]
+
+    def checks_of(self, keys: Iterable[str]) -> list[tuple[str, str]]:
+        """(asset, check) of the checks the steps of `keys` evaluate: what a run selecting them must include,
+        and nothing else (Dagster adds every check targeting a selected asset, the freshness checks too)."""
+        return [(key, check) for key in keys for check in self.node(key).checks]
 
     def step_of(self, key: str) -> list[str]:
         """The keys materialized by the same step as `key` (itself alone unless a multi-asset)."""

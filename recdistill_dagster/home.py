@@ -11,15 +11,19 @@ from pathlib import Path
 
 DAGSTER_YAML = """\
 # Written by recdistill-dagster. SQLite storage under this folder (Dagster's default for DAGSTER_HOME).
-# For a Postgres-backed instance replace this file (see README: "Production deployment").
+# For a PostgreSQL-backed instance write this file with `python -m recdistill_dagster.deploy`
+# (README: "Deployed components").
 telemetry:
   enabled: false
 nux:
   enabled: false
-# One run of the training lane at a time: the chain is self-dependent, so a scheduled run, a
-# backfill and the rollback sensor's repair must never train days concurrently. Jobs carry the
-# lane tag; every training asset also claims the `recdistill_training` pool, which with run
-# granularity holds any queued run that would train (a UI asset backfill too) until the pool is free.
+# One writer on the chain (README: "One writer on the chain"). The chain is self-dependent, so a scheduled
+# run, a backfill, the rollback sensor's repair and a CLI run must never write it at the same time. Here
+# the run queue holds back queued runs: jobs that train carry the lane tag, and every asset of the chain
+# claims the `recdistill_chain` pool, which with run granularity holds any queued run that would write it
+# (a UI asset backfill too) while another one is in progress. Runs executed in-process (the CLI,
+# `dagster asset materialize`) skip the queue; every step of every run therefore also takes the chain
+# lock, the instance's `recdistill_chain_writer` slot, for the whole run.
 # (Dagster refuses `run_queue:` next to `concurrency:`; the run queue limits live in `concurrency.runs`.)
 concurrency:
   runs:
@@ -31,11 +35,31 @@ concurrency:
   pools:
     granularity: run
     default_limit: 1
+# The daemon gives the chain lock of an ended run back (so the UI's pool page shows the truth); the next
+# writer would release it anyway, daemon or not.
+run_monitoring:
+  enabled: true
+  free_slots_after_run_end_seconds: 30
 """
 
 
+# `make run` and the CLI default to the finite demo; a code location loaded without RECDISTILL_PROFILE
+# (a deployment: dagster-daemon and dagster-webserver on workspace.yaml) serves the open-ended daily one.
+CLI_DEFAULT_PROFILE = "demo"
+DEPLOYMENT_DEFAULT_PROFILE = "daily"
+
+
 def active_profile() -> str:
-    return os.environ.get("RECDISTILL_PROFILE", "demo")
+    return os.environ.get("RECDISTILL_PROFILE", CLI_DEFAULT_PROFILE)
+
+
+def deployment_profile() -> str:
+    return os.environ.get("RECDISTILL_PROFILE", DEPLOYMENT_DEFAULT_PROFILE)
+
+
+def active_config_file() -> str | None:
+    """The deployment's own override file (`RECDISTILL_CONFIG`), applied to every run it serves."""
+    return os.environ.get("RECDISTILL_CONFIG") or None
 
 
 def state_home(profile: str | None = None) -> Path:

@@ -83,7 +83,7 @@ def teacher_snapshots(nodes: list[LineageNode]) -> list[str]:
 
 
 def snapshot_statuses(registry: SnapshotRegistry, nodes: list[LineageNode]) -> dict[str, dict[str, Any]]:
-    """Each teacher snapshot in the lineage with its registry status (good, unhealthy, bad)."""
+    """Each teacher snapshot in the lineage with its registry status (good, unhealthy, bad, superseded)."""
     statuses: dict[str, dict[str, Any]] = {}
     for snapshot in teacher_snapshots(nodes):
         record = registry.get(snapshot)

@@ -2,7 +2,7 @@
 
 Two partition sets share the same day keys:
 - `data`: every day with samples, from the first day of the batch window to one day past the last
-  training day (report d evaluates on day d+1);
+  training day (report d evaluates on day d+1); open-ended: to the last complete day by the clock;
 - `training`: the first key is the last day of the batch window and *is* the batch phase; every
   later key is one streaming day that continues from the previous day's checkpoint.
 """
@@ -24,6 +24,11 @@ class PipelinePartitions:
 
 
 def build_partitions(calendar: CalendarConfig) -> PipelinePartitions:
+    if calendar.open_ended:  # no end date: Dagster's daily partitions run to the last complete day
+        return PipelinePartitions(
+            data=DailyPartitionsDefinition(start_date=calendar.start_date.isoformat()),
+            training=DailyPartitionsDefinition(start_date=calendar.batch_end.isoformat()),
+        )
     day_after = timedelta(days=1)
     return PipelinePartitions(
         data=DailyPartitionsDefinition(

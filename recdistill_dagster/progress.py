@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 Sink = Callable[[str, dict[str, Any]], None]
 _sinks: list[Sink] = []
+NOTICE = "notice"  # the label of a plain line for whoever watches (a run's warnings in the CLI)
 
 
 def emit(label: str, progress: dict[str, Any]) -> None:
@@ -24,6 +25,14 @@ def emit(label: str, progress: dict[str, Any]) -> None:
             sink(label, progress)
         except Exception:  # a broken terminal must not fail a training step
             _sinks.remove(sink)
+
+
+def notice(text: str) -> None:
+    """A line for whoever watches this process: the attached terminal, else stderr."""
+    if _sinks:
+        emit(NOTICE, {"text": text})
+    else:
+        print(text, file=sys.stderr, flush=True)
 
 
 @contextmanager
@@ -116,6 +125,11 @@ class TerminalProgress:
             self.line(f"{text} …")
 
     def __call__(self, label: str, progress: dict[str, Any]) -> None:
+        if label == NOTICE:
+            self.line(str(progress["text"]))
+            if self.tty and self.phase_text:
+                self._draw(f"{self.phase_text} …")
+            return
         now = self.clock()
         if self.tty:
             if now - self._last_draw >= self.redraw_s:

@@ -2,9 +2,15 @@
 
 Records live in the artifact store (`registry/teacher/<day>/<run>.json`, written atomically), so
 the registry works on any fsspec URL the store does. The teacher step registers every snapshot it
-produces with its health verdict; the rollback sensor marks unhealthy snapshots `bad` with the
-reason, when it detected them and the Dagster run that produced them. Training chains consult it
-to continue from the last good snapshot; the lineage audit reports each snapshot's status.
+produces with its health verdict and the checksum of its weights; the rollback sensor marks
+unhealthy snapshots `bad` with the reason, when it detected them and the Dagster run that produced
+them. Training chains consult it to continue from the last good snapshot; the lineage audit reports
+each snapshot's status.
+
+Statuses: `good`; `unhealthy` (failed its health check, not yet handled by the sensor); `bad` (by
+the sensor, an operator, or because its weights equal a bad snapshot's: `identical_to`);
+`superseded` (a later materialization of the same day replaced it: its files are gone, nothing
+continues from it; it was not found bad, so it stays usable for what it already fed).
 """
 
 from datetime import UTC, date, datetime
@@ -14,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from recdistill_dagster.storage import Store
 
-SnapshotStatus = Literal["good", "unhealthy", "bad"]
+SnapshotStatus = Literal["good", "unhealthy", "bad", "superseded"]
 UNUSABLE: frozenset[str] = frozenset({"unhealthy", "bad"})
 
 
@@ -34,6 +40,9 @@ class SnapshotRecord(BaseModel):
     reason: str | None = None  # why it is unhealthy or bad
     detected_at: datetime | None = None  # when the sensor recorded it as bad
     detected_by: str | None = None  # which sensor tick (or operator) recorded it
+    weights_sha256: str | None = None  # checksum of the weights alone (not the file: its metadata differs per run)
+    identical_to: str | None = None  # the unusable snapshot of the same day whose weights it reproduces
+    superseded_by: str | None = None
 
 
 def parse_snapshot_id(snapshot_id: str) -> tuple[str, date, str]:
@@ -58,6 +67,22 @@ class SnapshotRegistry:
 
     def register(self, record: SnapshotRecord) -> str:
         return self.store.write_json(self._path(record.snapshot_id), record.model_dump(mode="json"))
+
+    def register_new(self, record: SnapshotRecord) -> str:
+        """A new materialization of its day: the day's earlier good snapshots become `superseded`."""
+        url = self.register(record)
+        for earlier in self.for_partition(record.partition):
+            if earlier.snapshot_id != record.snapshot_id and earlier.status == "good":
+                self.register(earlier.model_copy(update={"status": "superseded",
+                                                         "superseded_by": record.snapshot_id}))
+        return url
+
+    def unusable_twin(self, day: date, weights_sha256: str) -> SnapshotRecord | None:
+        """An unusable snapshot of `day` whose weights have this checksum (a retrain that reproduced it)."""
+        for record in self.for_partition(day):
+            if record.weights_sha256 == weights_sha256 and not self.is_usable(record.snapshot_id):
+                return record
+        return None
 
     def get(self, snapshot_id: str) -> SnapshotRecord | None:
         relative = self._path(snapshot_id)

@@ -64,13 +64,32 @@ def record_failed_checks(context: SensorEvaluationContext, registry: SnapshotReg
         marked = registry.mark_bad(snapshot, reason=evaluation.description or "teacher_health failed",
                                    detected_by=f"{ROLLBACK_SENSOR} (check evaluation {record.id})")
         context.log.info(f"recorded {snapshot} as bad: produced by run {record.run_id}, detected "
-                         f"{marked.detected_at:%Y-%m-%d %H:%M:%S} UTC; reason: {marked.reason}")
+                         f"{marked.detected_at:%Y-%m-%d %H:%M:%S} UTC; reason: {marked.reason}"
+                         + (f" (identical to {marked.identical_to})" if marked.identical_to else ""))
     for snapshot_record in registry.all():  # anything unhealthy the event log did not surface
         if snapshot_record.status == "unhealthy":
             registry.mark_bad(snapshot_record.snapshot_id, reason=snapshot_record.reason or "unhealthy",
                               detected_by=f"{ROLLBACK_SENSOR} (registry scan)")
             context.log.info(f"recorded {snapshot_record.snapshot_id} as bad (registry scan): {snapshot_record.reason}")
     return newest
+
+
+def reproductions(registry: SnapshotRegistry, tainted: dict[str, list[str]]) -> list[str]:
+    """One line per unusable snapshot in the plan that a repair retrained bit-for-bit (`identical_to`)."""
+    lines = []
+    for snapshot in sorted(tainted):
+        record = registry.get(snapshot)
+        if record is None or record.identical_to is None:
+            continue
+        checksum = (record.weights_sha256 or "")[:12]
+        lines.append(
+            f"the repair of {record.partition} (run {record.dagster_run_id[:8]}) retrained it as {snapshot}, whose "
+            f"weights are identical to bad snapshot {record.identical_to} (sha256 {checksum}): retraining from the "
+            "same parent on the same data, configuration and code reproduces it, so the cause was not fixed and "
+            "another repair would only repeat it. Fix the cause (the day's data, the configuration or the code), "
+            f"then rebuild from {record.partition}: python -m recdistill_dagster backfill {record.partition} <last day>"
+        )
+    return lines
 
 
 def build_rollback_sensor(config: PipelineConfig, graph: AssetGraph, store: Store,
@@ -100,10 +119,18 @@ def build_rollback_sensor(config: PipelineConfig, graph: AssetGraph, store: Stor
         plan = plan_repair(context.instance, config, registry)
         if plan.start is None or plan.end is None:
             return SensorResult(skip_reason=SkipReason(plan.reason), cursor=str(new_cursor))
+        reproduced = reproductions(registry, plan.tainted)
+        if reproduced:  # repairing again would retrain the same weights again: say so, and stop
+            for line in reproduced:
+                context.log.warning(line)
+            return SensorResult(skip_reason=SkipReason(
+                "not repairing: " + " | ".join(reproduced)), cursor=str(new_cursor))
         context.log.info(f"repair: {plan.reason}; invalid partitions: {plan.invalid}")
         request = RunRequest(
             run_key=plan.run_key(current_snapshots(context.instance)),
             asset_selection=[AssetKey.from_user_string(key) for key in plan.assets],
+            # The checks of the repaired steps (the teacher's health check above all), and no others.
+            asset_check_keys=[AssetCheckKey(AssetKey.from_user_string(a), c) for a, c in graph.checks_of(plan.assets)],
             tags={**lane_tags, RANGE_START_TAG: plan.start.isoformat(), RANGE_END_TAG: plan.end.isoformat(),
                   REPAIR_TAG: ",".join(sorted(plan.tainted))},
         )

@@ -20,6 +20,8 @@ class RecDataSource(ConfigurableResource):
 
     settings: ResourceDependency[PipelineSettings]
 
-    def source(self) -> DaySource:
-        config = self.settings.config()
-        return _cached_source(config.model_dump_json())
+    def source(self, config: PipelineConfig | None = None) -> DaySource:
+        """The source of `config` (the run's resolved configuration); the bound settings' otherwise. The
+        nested settings keep the code location's values: a launch override of `settings` reaches only the
+        top-level resource, so the assets pass the configuration they resolved."""
+        return _cached_source((config or self.settings.config()).model_dump_json())

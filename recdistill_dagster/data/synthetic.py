@@ -10,7 +10,11 @@ Entities (all drawn once from the config seed):
   `intent_switch_prob` per day).
 - items: a category and a creator (creators mostly work in one category), a birth day
   (`n_items_new_per_day` are born every day), a popularity and a quality that drift day to day
-  (random walks, log-space for popularity).
+  (random walks, log-space for popularity). The item vocabulary is fixed (models size their
+  embeddings from it) with room for `MAX_DAYS` days of births; from day `MAX_DAYS` on, each day's
+  new items take the ids of the items born `MAX_DAYS` days earlier, which retire: same creator and
+  category, a fresh popularity and quality, age 0. So any day can be generated (an open-ended
+  calendar), and every day before `MAX_DAYS` is exactly what it was without recycling.
 - behaviour history: every user has `prehistory_len` events before day 0 and
   `behaviour_events_per_day` per day after, drawn from favourite creators, the current intent,
   long-term category preferences and global popularity. Rows carry the newest
@@ -45,8 +49,8 @@ import polars as pl
 from recdistill_dagster.config import SyntheticWorldConfig
 from recdistill_dagster.data.schema import SAMPLE_SCHEMA, FeatureVocab
 
-# The item vocabulary is fixed up front (models size their embedding tables from it), so the world
-# has a horizon: items are pre-allocated for this many days of births.
+# The item vocabulary is fixed up front (models size their embedding tables from it): item slots are
+# pre-allocated for this many days of births, then recycled (see the module docstring).
 MAX_DAYS = 400
 # sample_id = day_index * SAMPLE_ID_STRIDE + row: unique across days as long as a day has fewer rows.
 SAMPLE_ID_STRIDE = 10**8
@@ -109,6 +113,7 @@ class _Stream(IntEnum):
     IMPRESSIONS = 7
     OBSERVED = 8
     LABELS = 9
+    REBIRTH = 10  # the fresh popularity and quality of recycled item slots
 
 
 def _rng(seed: int, stream: _Stream, step: int = 0, part: int = 0) -> np.random.Generator:
@@ -352,9 +357,16 @@ class SyntheticWorld:
         index = (day - self.start_date).days
         if index < 0:
             raise ValueError(f"day {day} is before the synthetic world's start date {self.start_date}")
-        if index >= MAX_DAYS:
-            raise ValueError(f"day {day} is beyond the synthetic world's horizon of {MAX_DAYS} days")
         return index
+
+    def birth_days(self, d: int) -> np.ndarray:
+        """Each item slot's birth day as of day index `d`: the static one until the slot is recycled."""
+        birth = self._static.item_birth
+        if d < MAX_DAYS:
+            return birth
+        first_new = self.config.n_items_initial
+        block = birth[first_new:]  # the day index each slot's first occupant was born on (0..MAX_DAYS-1)
+        return np.concatenate([birth[:first_new], d - (d - block) % MAX_DAYS])
 
     def behaviour_events_before(self, day: date) -> int:
         """Length of every user's full behaviour history at the start of `day` (rows log the tail)."""
@@ -439,23 +451,31 @@ class SyntheticWorld:
 
     def _advance(self, state: _State) -> _State:
         """Start of day d -> start of day d+1: the day's behaviour events, drift, intent switches."""
-        cfg, st = self.config, self._static
+        cfg = self.config
         d = state.day
         weights = self._exposure_weights(d, state.logpop)
         event_intent = np.repeat(state.intent[:, None], cfg.behaviour_events_per_day, axis=1)
         events = self._behaviour_events(_Stream.EVENTS, d, event_intent, weights)
         history = np.concatenate([state.history, events], axis=1)[:, -cfg.logged_history_len :]
 
-        born = st.item_birth <= d + 1
+        births = self.birth_days(d + 1)
+        born = births <= d + 1
         pop_step = _rng(cfg.seed, _Stream.POPULARITY, d + 1).normal(0.0, cfg.popularity_drift, len(born))
         quality_step = _rng(cfg.seed, _Stream.QUALITY, d + 1).normal(
             0.0, 0.5 * cfg.popularity_drift, len(born)
         )
+        logpop = state.logpop + pop_step * born
+        quality = state.quality + quality_step * born
+        if d + 1 >= MAX_DAYS:  # the slots recycled today start over as new items
+            reborn = births == d + 1
+            fresh = _rng(cfg.seed, _Stream.REBIRTH, d + 1)
+            logpop = np.where(reborn, fresh.normal(-0.3, 1.0, len(born)), logpop)
+            quality = np.where(reborn, fresh.normal(0.0, 0.5, len(born)), quality)
         return _State(
             day=d + 1,
             intent=self._switch_intent(state.intent, d + 1),
-            logpop=state.logpop + pop_step * born,
-            quality=state.quality + quality_step * born,
+            logpop=logpop,
+            quality=quality,
             history=history,
             creator_counts=state.creator_counts + self._creator_counts(events),
             n_events=state.n_events + cfg.behaviour_events_per_day,
@@ -480,7 +500,7 @@ class SyntheticWorld:
         return np.clip(flat - users * n_cat, 0, n_cat - 1)
 
     def _exposure_weights(self, d: int, logpop: np.ndarray) -> np.ndarray:
-        age = d - self._static.item_birth
+        age = d - self.birth_days(d)
         fresh = 1.0 + _FRESH_EXPOSURE_BOOST * np.exp(-np.maximum(age, 0) / 2.0)
         return np.where(age >= 0, np.exp(logpop) * fresh, 0.0)
 
@@ -569,7 +589,7 @@ class SyntheticWorld:
         user, item, source = draw.user, draw.item, draw.source
         category = st.item_category[item]
         creator = st.item_creator[item]
-        age = state.day - st.item_birth[item]
+        age = state.day - self.birth_days(state.day)[item]
         kind = source % 3
 
         category_affinity = _W_CATEGORY * np.tanh(0.6 * np.log(cfg.n_categories * st.pref[user, category]))
@@ -608,7 +628,7 @@ class SyntheticWorld:
         popularity_noise = observed.normal(0.0, 0.25, len(st.item_birth))
         activity_noise = observed.normal(0.0, 0.1, self.config.n_users)
         midnight_us = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()) * 1_000_000
-        age = d - st.item_birth[draw.item]
+        age = d - self.birth_days(d)[draw.item]
         ones = np.ones(n, dtype=np.float32)
         columns = {
             "sample_id": pl.Series(d * SAMPLE_ID_STRIDE + np.arange(n, dtype=np.int64)),

@@ -227,6 +227,16 @@ def require_usable_teacher(registry: SnapshotRegistry, snapshots: list[str], con
         )
 
 
+def weights_checksum(model: torch.nn.Module) -> str:
+    """sha256 of the parameters and buffers alone, names included: equal for bit-identical weights, whatever
+    run, time or metadata the checkpoint file carries."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def fingerprint(payload: Any) -> str:
     """12 hex characters identifying a configuration section (recorded in every checkpoint)."""
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]

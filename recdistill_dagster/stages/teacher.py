@@ -37,6 +37,7 @@ from recdistill_dagster.stages.chain import (
     snapshot_id,
     teacher_chain,
     train_schedule,
+    weights_checksum,
 )
 from recdistill_dagster.stages.context import StageContext
 from recdistill_dagster.stages.inputs import load_samples, require_files
@@ -61,6 +62,8 @@ class TeacherResult:
     health: HealthVerdict
     attempt: int
     fault: str | None = None  # the injected fault, if this materialization had one
+    fault_skipped: str | None = None  # why the configured drill did not apply to this materialization
+    identical_to: str | None = None  # the unusable snapshot of the day whose weights this one reproduces
     rolled_back_over: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -99,19 +102,40 @@ def cached_eval_scores(ctx: StageContext, snapshot: str, eval_frame: pl.DataFram
     return None
 
 
-def _inject_fault(ctx: StageContext, days: list[date], attempt: int, model: torch.nn.Module,
-                  optimizer: torch.optim.Optimizer) -> str | None:
-    """Drill: make this day's teacher training go bad (config `faults.teacher`)."""
+@dataclass(frozen=True)
+class FaultDrill:
+    """What the configured drill did to this materialization: applied, skipped (and why), or nothing."""
+
+    applied: str | None = None
+    skipped: str | None = None
+
+
+def _inject_fault(ctx: StageContext, partition: date, days: list[date], attempt: int, model: torch.nn.Module,
+                  optimizer: torch.optim.Optimizer) -> FaultDrill:
+    """Drill: make this day's teacher training go bad (config `faults.teacher`) on the attempts it names."""
     fault = ctx.config.faults.teacher
-    if fault is None or fault.day not in days or attempt > fault.attempts:
-        return None
+    if fault is None or fault.day not in days:
+        return FaultDrill()
+    if attempt not in fault.attempts:
+        return FaultDrill(skipped=(
+            f"fault drill faults.teacher ({fault.mode} on {fault.day}) skipped: this is attempt {attempt} of partition "
+            f"{partition} (the registry holds {attempt - 1} earlier snapshot(s) of it) and the drill applies to "
+            f"attempt(s) {', '.join(map(str, fault.attempts))}; to drill this materialization set "
+            f"faults.teacher.attempts: [{attempt}]"))
     if fault.mode == "divergence":
         for group in optimizer.param_groups:
             group["lr"] *= fault.lr_multiplier
-        return f"divergence (learning rate ×{fault.lr_multiplier:g}, attempt {attempt})"
+        return FaultDrill(applied=f"divergence (learning rate ×{fault.lr_multiplier:g}, attempt {attempt})")
     with torch.no_grad():  # a corrupted update: the output bias becomes NaN, so every logit is NaN
         list(model.parameters())[-1].fill_(math.nan)
-    return f"nan (output bias set to NaN, attempt {attempt})"
+    return FaultDrill(applied=f"nan (output bias set to NaN, attempt {attempt})")
+
+
+def _identical(partition: date, checksum: str, twin: SnapshotRecord) -> str:
+    return (f"weights identical to {twin.status} snapshot {twin.snapshot_id} (sha256 {checksum[:12]}): retraining "
+            f"{partition} from the same parent on the same data, configuration and code reproduced it, so the cause "
+            "was not fixed; fix it (the day's data, the configuration or the code), then rebuild the chain from "
+            f"{partition} (python -m recdistill_dagster backfill {partition} <last day>)")
 
 
 def _assess_health(ctx: StageContext, day: date, model: TeacherModel, start: ChainStart,
@@ -172,7 +196,8 @@ def train_teacher_partition(ctx: StageContext, partition: date) -> TeacherResult
     optimizer = make_optimizer(model, optim_cfg)
     arch = config.teacher.arch.model_dump(mode="json")
     start = continue_chain(ctx, TEACHER, partition, model, optimizer, arch, usable=registry.is_usable)
-    fault = _inject_fault(ctx, days, attempt, model, optimizer)
+    drill = _inject_fault(ctx, partition, days, attempt, model, optimizer)
+    fault = drill.applied
     snapshot = snapshot_id(TEACHER.role, partition, ctx.identity)
     loaders = [
         (d, lambda d=d: load_samples(ctx.store, layout.samples_path("teacher", d), "teacher_samples", d))
@@ -203,6 +228,11 @@ def train_teacher_partition(ctx: StageContext, partition: date) -> TeacherResult
         logit_urls[d.isoformat()] = ctx.store.write_parquet(layout.teacher_logits_path(partition, d), frame)
     logits = np.concatenate([logits_by_day[d]["teacher_logit"].to_numpy() for d in days])
     health = _assess_health(ctx, days[-1], model, start, logits)
+    checksum = weights_checksum(model)
+    twin = registry.unusable_twin(partition, checksum)
+    if twin is not None:  # the same model as a snapshot already found unusable: it is no repair
+        health = HealthVerdict(passed=False, failures=[*health.failures, _identical(partition, checksum, twin)],
+                               metrics=health.metrics, notes=health.notes)
     provenance = Provenance(
         version=snapshot,
         inputs=chain_inputs(TEACHER, start),
@@ -213,12 +243,15 @@ def train_teacher_partition(ctx: StageContext, partition: date) -> TeacherResult
                            upstream_samples=[partition_ref(TEACHER_SAMPLES, d) for d in days],
                            rolled_back_over=start.rolled_back_over, attempt=attempt)
     checkpoint_url = save_checkpoint(ctx.store, TEACHER, partition, model, optimizer, meta)
-    registry.register(SnapshotRecord(
+    now = datetime.now(UTC)
+    registry.register_new(SnapshotRecord(
         snapshot_id=snapshot, partition=partition, attempt=attempt,
-        status="good" if health.passed else "unhealthy",
+        status="bad" if twin else "good" if health.passed else "unhealthy",
         dagster_run_id=ctx.identity.run_id, mlflow_run_id=ctx.identity.tracking_run_id,
-        parent_snapshot=start.parent_snapshot, created_at=datetime.now(UTC), checkpoint_url=checkpoint_url,
+        parent_snapshot=start.parent_snapshot, created_at=now, checkpoint_url=checkpoint_url,
         health=_json_safe(health.metrics), reason=None if health.passed else health.description,
+        weights_sha256=checksum, identical_to=twin.snapshot_id if twin else None,
+        detected_at=now if twin else None, detected_by="teacher step (weights checksum)" if twin else None,
     ))
     finite = logits[np.isfinite(logits)]
     return TeacherResult(
@@ -228,7 +261,8 @@ def train_teacher_partition(ctx: StageContext, partition: date) -> TeacherResult
         logit_mean=float(finite.mean()) if finite.size else math.nan,
         logit_std=float(finite.std()) if finite.size else math.nan,
         n_parameters=sum(p.numel() for p in model.parameters()), health=health, attempt=attempt,
-        fault=fault, rolled_back_over=start.rolled_back_over, meta=meta,
+        fault=fault, fault_skipped=drill.skipped, identical_to=twin.snapshot_id if twin else None,
+        rolled_back_over=start.rolled_back_over, meta=meta,
     )
 
 

@@ -102,11 +102,26 @@ def test_sample_ids_are_unique_across_days(tiny: SyntheticWorld) -> None:
     assert frames[2]["sample_id"].min() == 2 * SAMPLE_ID_STRIDE
 
 
-def test_days_outside_the_world_are_rejected(tiny: SyntheticWorld) -> None:
+def test_days_before_the_world_are_rejected(tiny: SyntheticWorld) -> None:
     with pytest.raises(ValueError, match="before the synthetic world's start date"):
         tiny.impressions(day(-1))
-    with pytest.raises(ValueError, match="horizon"):
-        tiny.impressions(day(MAX_DAYS))
+
+
+def test_any_later_day_exists_the_item_ids_are_recycled(tiny: SyntheticWorld) -> None:
+    """An open-ended calendar: past the vocabulary's room for births, a day's new items take the ids of the
+    ones born MAX_DAYS days earlier; every earlier day is untouched (the other tests pin those)."""
+    late = MAX_DAYS + 3
+    frame = tiny.impressions(day(late))
+    validate_samples(frame, table="impressions", partition=day(late).isoformat())
+    vocab = tiny.vocab()
+    assert frame["item_id"].max() < vocab.n_items and frame["sample_id"].min() == late * SAMPLE_ID_STRIDE
+    births = tiny.birth_days(late)
+    assert births.max() == late and (births <= late).all()  # every slot holds a born item
+    reborn = np.flatnonzero(births == late)  # today's new items: the slots of day 3's, age 0
+    assert len(reborn) == TINY.n_items_new_per_day
+    assert (tiny.birth_days(3)[reborn] == 3).all()
+    np.testing.assert_array_equal(tiny.birth_days(MAX_DAYS - 1), tiny.birth_days(0))  # static until then
+    assert SyntheticWorld(TINY, START).impressions(day(late)).equals(frame)  # still deterministic
 
 
 def test_vocab_covers_every_id(tiny: SyntheticWorld) -> None:

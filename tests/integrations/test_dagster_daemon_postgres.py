@@ -31,6 +31,10 @@ from tests.integrations.conftest import Report, postgres_instance
 pytestmark = pytest.mark.integrations
 
 PROFILE = "tiny"
+# The cause of the snapshot marked bad (a learning rate ×2 on the first attempt of 2026-01-04, unseen by its
+# health check) is gone on the retrain; an unfixed cause would make the repair reproduce the same weights
+# (reported as identical, not repaired: tests/scenarios/test_rollback.py).
+DRILL = "faults: {teacher: {day: 2026-01-04, lr_multiplier: 2.0, attempts: [1]}}\n"
 BIN = Path(sys.executable).parent
 DAEMON_DEADLINE_S = 300.0  # the sensor ticks every 30 s; a run process imports torch and trains
 POLL_S = 2.0
@@ -55,7 +59,10 @@ def daemon_setup(postgres: PostgresServer, tmp_path: Path) -> Iterator[tuple[Dag
     home, dagster_home = tmp_path / "state", tmp_path / "dagster"
     instance = postgres_instance(postgres, dagster_home)
     env = {k: v for k, v in os.environ.items() if k not in ("RECDISTILL_MLFLOW_URI", "RECDISTILL_STORE_URL")}
-    env.update(RECDISTILL_PROFILE=PROFILE, RECDISTILL_HOME=str(home), DAGSTER_HOME=str(dagster_home),
+    drill = tmp_path / "drill.yaml"
+    drill.write_text(DRILL)
+    env.update(RECDISTILL_PROFILE=PROFILE, RECDISTILL_CONFIG=str(drill), RECDISTILL_HOME=str(home),
+               DAGSTER_HOME=str(dagster_home),
                MPLCONFIGDIR=str(tmp_path / ".matplotlib"),
                PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p))
     try:
@@ -73,14 +80,14 @@ def _sensor_ticks(instance: DagsterInstance) -> list[Any]:
 
 def test_rollback_sensor_under_a_live_daemon_on_postgres(daemon_setup: tuple, tmp_path: Path, report: Report) -> None:
     instance, home, env = daemon_setup
-    config = load_config(PROFILE)
+    config = load_config(PROFILE, env["RECDISTILL_CONFIG"])
     days = config.calendar.training_days()
-    defs = build_definitions(PROFILE, home)
+    defs = build_definitions(PROFILE, home, env["RECDISTILL_CONFIG"])
     calendar = config.calendar
     assert execute_range(defs, SAMPLE_STREAMS_JOB, calendar.start_date, calendar.last_data_day, instance).success
     assert execute_range(defs, DAILY_TRAINING_JOB, days[0], days[-1], instance).success
     registry = SnapshotRegistry(ArtifactStore(str(home)))
-    bad_day = days[1]
+    bad_day = days[2]
     (bad,) = registry.for_partition(bad_day)
     registry.mark_bad(bad.snapshot_id, reason="integration test: late finding", detected_by="operator")
 

@@ -33,12 +33,14 @@ BASE = f"calendar: {{streaming_days: {STREAMING_DAYS}}}\neval: {{bootstrap_sampl
 
 
 def failure_text(result: ExecuteInProcessResult) -> str:
-    """Every failed step with its error (and causes), for assertions and messages."""
+    """Every failed step with its error (and causes), or the run's own failure when it failed before any
+    step (a resource refusing the launch configuration), for assertions and messages."""
     messages = []
     for event in result.all_events:
-        if event.event_type_value == "STEP_FAILURE":
-            error = event.event_specific_data.error
-            messages.append(f"{event.step_key}: {error.to_string() if error else event.message}")
+        if event.event_type_value == "STEP_FAILURE" or (
+                event.event_type_value in ("PIPELINE_FAILURE", "RUN_FAILURE") and not messages):
+            error = getattr(event.event_specific_data, "error", None)
+            messages.append(f"{event.step_key or 'run'}: {error.to_string() if error else event.message}")
     return " | ".join(messages)
 
 
@@ -49,6 +51,7 @@ class Pipeline:
     overrides: str = ""
     sensor_cursor: str | None = None
     log: list[str] = field(default_factory=list)
+    runs: list[ExecuteInProcessResult] = field(default_factory=list)  # the sensor's repair runs
 
     @property
     def config_file(self) -> Path:
@@ -90,7 +93,7 @@ class Pipeline:
     def training_range(self, start: date, end: date) -> ExecuteInProcessResult:
         return execute_range(self.defs, DAILY_TRAINING_JOB, start, end, self.instance)
 
-    def tick(self) -> SensorResult:
+    def tick(self, expect_success: bool = True) -> SensorResult:
         """Evaluate the rollback sensor once and execute what it requests (as the daemon would)."""
         defs = self.defs
         sensor = defs.get_sensor_def(ROLLBACK_SENSOR)
@@ -104,7 +107,8 @@ class Pipeline:
                                 asset_selection=request.asset_selection, tags=request.tags)
             self.log.append(f"repair run {request.tags[RANGE_START_TAG]}..{request.tags[RANGE_END_TAG]} "
                             f"{'ok' if run.success else 'FAILED: ' + failure_text(run)}")
-            assert run.success, failure_text(run)
+            self.runs.append(run)
+            assert run.success == expect_success, failure_text(run)
         return result
 
     def report(self, day: date, student: str = "ranker") -> dict[str, Any]:

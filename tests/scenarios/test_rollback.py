@@ -4,8 +4,12 @@
    `teacher_health` check stops that day's student side; the rollback sensor records the bad snapshot
    and re-materializes the chains from d in one run. Afterwards no partition of either student (ranker
    and the cross-stage prerank) has the bad snapshot in its lineage, and both match a clean run.
-2. An operator marks a snapshot bad after the fact: the sensor re-materializes every partition of both
-   students derived from it and every later day of their chains, in date order, exactly once.
+2. An operator marks a snapshot bad after the fact, once its cause is fixed (a silent drill that applied to
+   the first attempt only): the sensor re-materializes every partition of both students derived from it
+   and every later day of their chains, in date order, exactly once; the replaced snapshots are
+   `superseded`.
+3. An operator marks a snapshot bad whose cause was not fixed: the repair retrains the same weights; the
+   new snapshot is recorded as bad and identical, the sensor says so and launches nothing more.
 """
 
 from datetime import timedelta
@@ -14,6 +18,7 @@ import pytest
 from dagster import AssetKey
 
 from recdistill_dagster.lineage import snapshot_statuses, teacher_snapshots, trace
+from recdistill_dagster.operator import explain_mark_bad
 from tests.scenarios.conftest import STUDENTS, assert_same_metrics, failure_text
 
 pytestmark = pytest.mark.scenario
@@ -77,12 +82,18 @@ def test_bad_teacher_is_rolled_back_and_the_chain_repaired(make_pipeline, clean_
     assert not pipeline.tick().run_requests
 
 
-def test_operator_rollback_cascades_through_every_later_day(clean_reference) -> None:
-    pipeline = clean_reference
-    config = pipeline.config
-    days = config.calendar.training_days()
+def test_operator_rollback_cascades_through_every_later_day(make_pipeline) -> None:
+    days = make_pipeline("probe").config.calendar.training_days()
     bad_day = days[2]
+    # The cause: a learning rate ×2 on the first attempt of the day, which the health check does not see.
+    drill = f"faults: {{teacher: {{day: {bad_day}, lr_multiplier: 2.0, attempts: [1]}}}}\n"
+    pipeline = make_pipeline("operator", drill)
+    config = pipeline.config
+    assert pipeline.data_range(config.calendar.start_date, config.calendar.last_data_day).success
+    for day in days:
+        assert pipeline.training_day(day).success
     (bad,) = pipeline.registry.for_partition(bad_day)
+    assert bad.status == "good"  # it passed its check: only the operator knows
     before = {asset: pipeline.instance.get_materialized_partitions(AssetKey.from_user_string(asset))
               for asset in STUDENT_ASSETS}
     assert _bad_snapshot_in_lineage(pipeline, bad.snapshot_id)  # it feeds the student side today
@@ -104,3 +115,33 @@ def test_operator_rollback_cascades_through_every_later_day(clean_reference) -> 
         key = AssetKey([student, "baseline_checkpoint"])
         assert len(pipeline.instance.fetch_materializations(key, limit=100).records) == len(days)
     assert not pipeline.tick().run_requests  # idempotent: the same repair is never launched twice
+    repaired = pipeline.registry.for_partition(bad_day)[-1]
+    assert repaired.status == "good" and repaired.weights_sha256 != bad.weights_sha256
+    for day in days[3:]:  # the later days' old snapshots were replaced, not found bad
+        old, new = pipeline.registry.for_partition(day)
+        assert (old.status, old.superseded_by, new.status) == ("superseded", new.snapshot_id, "good")
+
+
+def test_an_unfixed_cause_is_reproduced_and_reported_as_identical(clean_reference) -> None:
+    """Last in the module: it leaves the shared clean pipeline with a bad day."""
+    pipeline = clean_reference
+    days = pipeline.config.calendar.training_days()
+    bad_day = days[2]
+    (bad,) = pipeline.registry.for_partition(bad_day)
+    before = pipeline.registry.get(bad.snapshot_id)
+    marked = pipeline.registry.mark_bad(bad.snapshot_id, reason="late finding, cause not fixed", detected_by="operator")
+    said = explain_mark_bad(pipeline.instance, pipeline.config, pipeline.registry, before, marked, "tiny")
+    assert "current partition(s) descend from it" in said[1] and f"{bad_day}..{days[-1]}" in said[1]
+    assert "teacher_rollback_sensor is stopped" in said[2] and "backfill" in said[2]
+    assert "reproduces the same weights" in said[3]
+
+    pipeline.tick(expect_success=False)  # the repair retrains the same weights: its health check fails
+    assert "weights identical to bad snapshot" in failure_text(pipeline.runs[-1])
+    original, reproduced = pipeline.registry.for_partition(bad_day)
+    assert original.status == "bad" and original.snapshot_id == bad.snapshot_id
+    assert reproduced.status == "bad" and reproduced.identical_to == bad.snapshot_id
+    assert reproduced.weights_sha256 == original.weights_sha256
+    tick = pipeline.tick()
+    assert not tick.run_requests  # and no further repair: it would retrain the same weights again
+    assert f"identical to bad snapshot {bad.snapshot_id}" in (tick.skip_message or "")
+    print("sensor:", tick.skip_message)

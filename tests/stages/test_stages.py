@@ -158,3 +158,53 @@ def test_partition_outside_the_calendar(ctx: StageContext) -> None:
 def test_the_stage_package_reads_only_its_store(batch: StageContext) -> None:
     frame = batch.store.read_parquet(layout.student_dataset_path(RANKER.name, BATCH, CALENDAR.start_date))
     assert isinstance(frame, pl.DataFrame) and frame["teacher_logit"].null_count() == 0
+
+
+def _one_day(**faults: object) -> tuple[StageContext, date, StageContext]:
+    """A one-day batch window with its data: (context of run 1, the day, the same store under run 2)."""
+    quick = {"calendar": {"batch_days": 1}, "teacher": {"optim": {"batch_phase_epochs": 1}}}
+    config = load_config("tiny", overrides={**quick, "faults": faults})
+    first = context(config, "run00001")
+    materialize_sample_streams(first, CALENDAR.start_date)
+    return first, config.calendar.batch_end, replace(first, identity=RunIdentity("run00002"))
+
+
+def test_a_drill_names_its_attempts_and_says_when_it_is_skipped() -> None:
+    first, day, second = _one_day(teacher={"day": CALENDAR.start_date.isoformat(), "attempts": [2]})
+    clean = train_teacher_partition(first, day)
+    assert clean.fault is None and clean.health.passed
+    assert clean.fault_skipped and "skipped: this is attempt 1" in clean.fault_skipped
+    assert "applies to attempt(s) 2" in clean.fault_skipped
+    drilled = train_teacher_partition(second, day)
+    assert drilled.fault and drilled.fault.startswith("divergence") and drilled.fault_skipped is None
+    registry = SnapshotRegistry(first.store)
+    earlier, latest = registry.for_partition(day)
+    assert (earlier.status, earlier.superseded_by) == ("superseded", drilled.snapshot_id)
+    assert latest.status == "unhealthy" and latest.weights_sha256 != earlier.weights_sha256
+    assert registry.is_usable(earlier.snapshot_id) and not registry.is_usable(latest.snapshot_id)
+
+
+def test_a_retrain_identical_to_a_bad_snapshot_is_recorded_as_such() -> None:
+    first, day, second = _one_day()
+    original = train_teacher_partition(first, day)
+    registry = SnapshotRegistry(first.store)
+    registry.mark_bad(original.snapshot_id, reason="late finding", detected_by="test")
+    # The cause was not fixed: same parent (none), same data, configuration and code.
+    repair = train_teacher_partition(second, day)
+    assert not repair.health.passed and repair.identical_to == original.snapshot_id
+    assert f"weights identical to bad snapshot {original.snapshot_id}" in repair.health.description
+    bad, reproduced = registry.for_partition(day)
+    assert (bad.status, bad.superseded_by) == ("bad", None)  # a bad snapshot stays bad
+    assert reproduced.status == "bad" and reproduced.identical_to == original.snapshot_id
+    assert reproduced.weights_sha256 == bad.weights_sha256 and reproduced.detected_at is not None
+
+
+def test_rematerializing_a_good_day_supersedes_it() -> None:
+    first, day, second = _one_day()
+    original = train_teacher_partition(first, day)
+    again = train_teacher_partition(second, day)
+    assert again.health.passed and again.identical_to is None  # same weights as a good snapshot: fine
+    earlier, latest = SnapshotRegistry(first.store).for_partition(day)
+    assert (earlier.snapshot_id, earlier.status, earlier.superseded_by) == (
+        original.snapshot_id, "superseded", again.snapshot_id)
+    assert latest.status == "good" and latest.weights_sha256 == earlier.weights_sha256

@@ -72,3 +72,12 @@ def test_code_location_refuses_a_malformed_config_file(tmp_path: Path) -> None:
 def test_the_old_single_student_section_is_refused_by_name() -> None:
     with pytest.raises(ConfigError, match=r"student: Extra inputs are not permitted"):
         load_config("tiny", overrides={"student": {"distill": {"alpha": 1.0}}})
+
+
+def test_a_fault_drill_lists_the_attempts_it_applies_to() -> None:
+    drill = {"faults": {"teacher": {"day": "2026-01-04", "attempts": [2, 3]}}}
+    assert load_config("tiny", overrides=drill).faults.teacher.attempts == (2, 3)  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match=r"faults.teacher.attempts: .*a list such as \[1\]"):
+        load_config("tiny", overrides={"faults": {"teacher": {"day": "2026-01-04", "attempts": 1}}})
+    with pytest.raises(ConfigError, match=r"faults.teacher.attempts: .*>= 1"):
+        load_config("tiny", overrides={"faults": {"teacher": {"day": "2026-01-04", "attempts": [0]}}})

@@ -36,7 +36,7 @@ from pydantic import Field, TypeAdapter
 from torch import nn
 
 from models.checkpoint import checkpoint_bytes, load_checkpoint_bytes
-from models.distributed import RankShard, ddp_model
+from models.distributed import MainTowerOnly, RankShard, ddp_model
 from models.student import StudentModel
 from models.teacher import TeacherModel
 from models.training import TrainStats, make_optimizer, train_student, train_teacher
@@ -197,7 +197,10 @@ def _train(job: TeacherDDPJob | StudentDDPJob, rank: int, world: int, pipes: Any
         parent = payload["meta"].get("snapshot_id")
     device = _device()
     model.to(device)
-    sharded = RankShard(ddp_model(model), world, rank)
+    # Without a distillation term a decoupled student's auxiliary tower gets no loss, hence no gradient.
+    unused = isinstance(job, StudentDDPJob) and job.distill is None and job.arch.towers.startswith("decoupled")
+    trained = MainTowerOnly(model) if unused else model
+    sharded = RankShard(ddp_model(trained, find_unused_parameters=unused), world, rank)
     loaders = [(d.day, lambda path=d.samples_path: pl.read_parquet(path)) for d in job.days]
 
     def progress(record: dict[str, Any]) -> None:

@@ -152,15 +152,16 @@ def test_ddp_distilled_student_equals_single_process(job_inputs: tuple, referenc
                                                      report: Report) -> None:
     config, vocab, teacher_days = job_inputs
     source = make_source(config)
+    spec = config.active_students[0]
     days = []
     for training_day in teacher_days:  # the student dataset: student rows ⟕ the teacher's recorded logits
-        students = sample_stream(source.impressions(training_day.day), config.sampling.student,
+        students = sample_stream(source.impressions(training_day.day), spec.sampling,
                                  seed=config.sampling.seed)
         dataset = join_student_dataset(students.lazy(), reference_teacher[1][training_day.day].lazy()).collect()
         path = tmp_path / f"student-dataset-{training_day.day}.parquet"
         dataset.write_parquet(path)
         days.append(TrainingDay(day=training_day.day, samples_path=str(path)))
-    job = StudentDDPJob(arch=config.student.arch, optim=config.student.optim, distill=config.student.distill,
+    job = StudentDDPJob(arch=spec.arch, optim=spec.optim, distill=spec.distill,
                         vocab_path=str(vocab), days=days, epochs=EPOCHS, batch_size=STUDENT_BATCH_SIZE,
                         snapshot_id="student@2026-01-02#ddptest0", seed=11, output_dir=str(tmp_path / "out"))
     result = launch(job, tmp_path / "job.json", WORLD)

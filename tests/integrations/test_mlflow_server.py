@@ -50,7 +50,8 @@ def test_mlflow_server_registry_moves_champion_only_on_evidence(mlflow_tracking_
     config = load_config("tiny")
     source = make_source(config)
     first_day = config.calendar.start_date
-    tensors = frame_to_tensors(source.impressions(first_day), config.student.arch.seq_len)
+    spec = config.active_students[0]
+    tensors = frame_to_tensors(source.impressions(first_day), spec.arch.seq_len)
     rows = (tensors.sparse.numpy(), tensors.dense.numpy(), tensors.history.numpy())
     example = tuple(array[:2] for array in rows)
     tracking = MlflowTracking(tracking_uri=mlflow_tracking_server.tracking_uri, experiment_name="recdistill-registry")
@@ -59,7 +60,7 @@ def test_mlflow_server_registry_moves_champion_only_on_evidence(mlflow_tracking_
     for offset, (auc, champion_auc, checks, expected) in enumerate(DAYS):
         day = first_day + timedelta(days=offset)
         torch.manual_seed(offset)
-        module = StudentModel(source.vocab(), config.student.arch).serving_module(config.sampling.student).eval()
+        module = StudentModel(source.vocab(), spec.arch).serving_module(spec.sampling).eval()
         with tracking.start_run(f"student {day}", {"recdistill.role": "student", "dagster.partition": str(day)}) as run:
             model_uri = run.log_serving_model(module, example, INPUT_NAMES, name="student_main_tower")
         version = register_version(client, MODEL_NAME, model_uri, run.run_id, {"partition": day.isoformat()})

@@ -51,8 +51,9 @@ def _served(world: tuple, role: str) -> tuple[nn.Module, ServingInputs, str]:
     _, vocab, frame = world
     torch.manual_seed(0)
     if role == "student":
-        student = StudentModel(vocab, ARCH.student.arch)
-        return (student.serving_module(ARCH.sampling.student).eval(), _inputs(frame, ARCH.student.arch.seq_len),
+        spec = ARCH.active_students[0]  # the ranking student
+        student = StudentModel(vocab, spec.arch)
+        return (student.serving_module(spec.sampling).eval(), _inputs(frame, spec.arch.seq_len),
                 "click_probability")
     return TeacherModel(vocab, ARCH.teacher.arch).eval(), _inputs(frame, ARCH.teacher.arch.seq_len), "logit"
 

@@ -1,16 +1,22 @@
 """One factory, N students: each configured student gets its joined dataset, distilled and baseline
 checkpoints and transferability report, under keys prefixed with its name, all reading the one teacher."""
 
+import math
+import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 from typing import Any
 
+import mlflow
 from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetsDefinition,
     AssetSpec,
     MetadataValue,
+    PipesSubprocessClient,
     asset,
     multi_asset,
 )
@@ -36,19 +42,41 @@ from assets.metadata import interval, models_table, number
 from recdistill_dagster import layout
 from recdistill_dagster.code_versions import code_version
 from recdistill_dagster.config import StudentConfig
+from recdistill_dagster.ddp import torchrun_command
+from recdistill_dagster.errors import PipelineStepError
 from recdistill_dagster.graph import JOIN_COVERAGE_CHECK, AssetGraph, StudentKeys
+from recdistill_dagster.model_registry import (
+    CHAMPION_ALIAS,
+    SNAPSHOT_TAG,
+    PromotionEvidence,
+    champion,
+    promote_if_better,
+    recorded_decision,
+    register_version,
+    version_of_snapshot,
+)
 from recdistill_dagster.partitions import PipelinePartitions
 from recdistill_dagster.report.models import DISTILLED, RAW, TEACHER
+from recdistill_dagster.report.schema import TransferabilityReport
 from recdistill_dagster.report.site import publish_report
 from recdistill_dagster.report.text import fmt, report_markdown
 from recdistill_dagster.stages.chain import snapshot_id
 from recdistill_dagster.stages.context import RunIdentity, StageContext
 from recdistill_dagster.stages.dataset import DatasetManifest, build_student_dataset, coverage_verdict
+from recdistill_dagster.stages.distributed import finish_student_job, student_job
 from recdistill_dagster.stages.evaluation import evaluate_partition
-from recdistill_dagster.stages.student import StudentResult, chain_of, serving_example, train_student_partition
+from recdistill_dagster.stages.promotion import promotion_checks, served_auc
+from recdistill_dagster.stages.student import (
+    StudentResult,
+    chain_of,
+    plan_student_partition,
+    serving_example,
+    train_student_partition,
+)
 from resources import ArtifactStoreResource, MlflowTracking, PipelineSettings, RecDataSource
 
 SERVING_INPUTS = ("sparse", "dense", "history")
+SERVING_MODEL_TAG = "recdistill.serving_model_uri"  # on the distilled run: its logged main tower
 
 
 def build_student_assets(students: tuple[StudentConfig, ...], graph: AssetGraph,
@@ -95,9 +123,11 @@ def _student_assets(student: StudentConfig, graph: AssetGraph,
         key = keys.distilled if variant == "distilled" else keys.baseline
 
         def train_variant(context: AssetExecutionContext, settings: PipelineSettings, store: ArtifactStoreResource,
-                          tracking: MlflowTracking, data_source: RecDataSource) -> Iterator[Any]:
+                          tracking: MlflowTracking, data_source: RecDataSource,
+                          pipes: PipesSubprocessClient) -> Iterator[Any]:
             def train_day(day: date) -> list[PartitionOutcome]:
-                return [_train_day(context, settings, store, tracking, data_source, student, key, variant, day)]
+                return [_train_day(context, settings, store, tracking, data_source, pipes, student, key, variant,
+                                   day)]
 
             yield from run_days(context, RangeMaterializer(context, [key]), train_day)
 
@@ -178,9 +208,21 @@ def _dataset_outcome(context: AssetExecutionContext, ctx: StageContext, keys: St
     )
 
 
+def _train_distributed(context: AssetExecutionContext, ctx: StageContext, pipes: PipesSubprocessClient,
+                       student: StudentConfig, day: date, variant: layout.StudentVariant) -> StudentResult:
+    """The partition under `torchrun` (`runtime.distributed.students`) through Dagster Pipes, finished here."""
+    plan = plan_student_partition(ctx, student, day, variant)
+    nproc = ctx.config.runtime.distributed.nproc_per_node
+    with tempfile.TemporaryDirectory(prefix="recdistill-ddp-") as folder:
+        job, job_path = student_job(ctx, student, plan, Path(folder))
+        context.log.info(f"{plan.chain.asset} {day}: torchrun with {nproc} ranks")
+        pipes.run(command=torchrun_command(job_path, nproc), context=context)
+        return finish_student_job(ctx, student, plan, job)
+
+
 def _train_day(context: AssetExecutionContext, settings: PipelineSettings, store: ArtifactStoreResource,
-               tracking: MlflowTracking, data_source: RecDataSource, student: StudentConfig, key: str,
-               variant: layout.StudentVariant, day: date) -> PartitionOutcome:
+               tracking: MlflowTracking, data_source: RecDataSource, pipes: PipesSubprocessClient,
+               student: StudentConfig, key: str, variant: layout.StudentVariant, day: date) -> PartitionOutcome:
     role = chain_of(student, variant).role
     snapshot = snapshot_id(role, day, RunIdentity(context.run.run_id))
     with tracking.start_run(run_name=f"{role} {day}", tags=mlflow_tags(
@@ -188,23 +230,31 @@ def _train_day(context: AssetExecutionContext, settings: PipelineSettings, store
         ctx = stage_context(context, settings, store, data_source, run.run_id, f"{role} {day}")
         run.log_params({"role": role, "partition": day.isoformat(), "profile": ctx.config.profile,
                         "student": student.model_dump(mode="json")})
-        result = train_student_partition(ctx, student, day, variant)
+        distributed = ctx.config.runtime.distributed
+        if distributed.students and distributed.nproc_per_node > 1:
+            result = _train_distributed(context, ctx, pipes, student, day, variant)
+        else:
+            result = train_student_partition(ctx, student, day, variant)
         run.client.set_tag(run.run_id, "teacher_snapshots", ",".join(result.provenance.teacher_snapshots) or "none")
         run.log_step_history(result.stats.history)
         run.log_metrics({**train_stats_metrics(result.stats), "n_parameters": result.n_parameters})
         run.log_json("checkpoint_meta.json", result.meta)
-        model_uri = None
+        model_uri = onnx_url = None
         if variant == "distilled":
-            # Only the main tower serves; it is exported (torch.export), never pickled.
-            model_uri = run.log_serving_model(
-                result.model.serving_module(student.sampling).cpu().eval(),  # export on CPU
-                serving_example(ctx, student, result.days[-1]), SERVING_INPUTS, name=f"{student.name}_main_tower",
-            )
-    return _student_outcome(context, key, result, run.run_id, model_uri)
+            # Only the main tower serves; it is exported (torch.export pt2, and ONNX), never pickled.
+            served = result.model.serving_module(student.sampling).cpu().eval()  # export on CPU
+            example = serving_example(ctx, student, result.days[-1])
+            model_uri = run.log_serving_model(served, example, SERVING_INPUTS, name=f"{student.name}_main_tower")
+            run.client.set_tag(run.run_id, SERVING_MODEL_TAG, model_uri)  # what the report step registers
+            onnx_url = result.serving_url
+            run.log_bytes(f"{student.name}_main_tower.onnx",
+                          ctx.store.read_bytes(layout.student_serving_path(student.name, day), what="ONNX export"),
+                          artifact_path="onnx")
+    return _student_outcome(context, key, result, run.run_id, model_uri, onnx_url)
 
 
 def _student_outcome(context: AssetExecutionContext, key: str, result: StudentResult, mlflow_run_id: str,
-                     model_uri: str | None) -> PartitionOutcome:
+                     model_uri: str | None, onnx_url: str | None) -> PartitionOutcome:
     stats = result.stats
     rows = [
         ("snapshot", f"`{result.snapshot_id}`"),
@@ -237,10 +287,73 @@ def _student_outcome(context: AssetExecutionContext, key: str, result: StudentRe
             "dagster_run_id": context.run.run_id,
             "mlflow_run_id": mlflow_run_id,
             "mlflow_model_uri": model_uri,
+            "onnx": MetadataValue.path(onnx_url) if onnx_url else None,
             "path": MetadataValue.path(result.checkpoint_url),
             "summary": MetadataValue.md(markdown_table(rows, header=(f"{key} {result.partition}", ""))),
         },
     )
+
+
+@dataclass(frozen=True)
+class RegistryOutcome:
+    name: str
+    version: str
+    outcome: str
+    reason: str
+
+
+def serving_metrics(report: TransferabilityReport) -> dict[str, float]:
+    """ONNX parity and both runtimes' latency/throughput, for the student and the teacher, as MLflow metrics."""
+    metrics: dict[str, float] = {}
+    for model, export in (("student", report.serving.student), ("teacher", report.serving.teacher)):
+        if export is None:
+            continue
+        metrics[f"{model}_onnx_max_abs_diff"] = export.max_abs_diff
+        for runtime, speed in (("torch", export.torch), ("onnxruntime", export.onnxruntime)):
+            metrics[f"{model}_{runtime}_latency_ms"] = speed.latency_ms
+            metrics[f"{model}_{runtime}_rows_per_s"] = speed.throughput_rows_per_s
+    return metrics
+
+
+def _register_and_promote(context: AssetExecutionContext, ctx: StageContext, tracking: MlflowTracking,
+                          student: StudentConfig, day: date, report: TransferabilityReport) -> RegistryOutcome:
+    """Register the day's main tower (once per student snapshot) and move `champion` by the rule of
+    `model_registry`: the day's checks passed and its AUC is not below the champion's on the same rows."""
+    client = tracking.client()
+    name = tracking.registered_model_name(student.name)
+    snapshot = report.snapshots["distilled"]
+    version = version_of_snapshot(client, name, snapshot)
+    if version is None:
+        run_id = report.mlflow_runs.get("distilled")
+        model_uri = client.get_run(run_id).data.tags.get(SERVING_MODEL_TAG) if run_id else None
+        if not model_uri:
+            raise PipelineStepError(f"{student.name} report {day}: the distilled run {run_id} logged no serving "
+                                    "model; re-materialize the distilled checkpoint")
+        version = register_version(client, name, model_uri, run_id,  # type: ignore[arg-type]
+                                   {SNAPSHOT_TAG: snapshot, "partition": day.isoformat()})
+    decided = recorded_decision(version)
+    if decided is None:
+        holder = champion(client, name)
+        champion_auc = None
+        if holder is not None and holder.version != version.version:
+            try:
+                served = mlflow.pytorch.load_model(f"models:/{name}@{CHAMPION_ALIAS}")
+                champion_auc = served_auc(ctx, student, day, served)
+            except Exception as exc:  # e.g. the configured architecture changed: the rule then keeps the champion
+                context.log.warning(f"{name}: champion v{holder.version} could not be scored on {report.eval_day} "
+                                    f"({type(exc).__name__}: {exc}); the alias stays")
+        reported = report.daily.auc.get(DISTILLED.key)
+        distilled_auc = math.nan if reported is None else float(reported)
+        measured = math.isfinite(distilled_auc)
+        evidence = PromotionEvidence(
+            eval_day=date.fromisoformat(report.eval_day), distilled_auc=distilled_auc,
+            # An undefined AUC (a one-class evaluation day) is a failed check, never a win against the champion.
+            checks={**promotion_checks(ctx, student, day, report.teacher_snapshots_in_student),
+                    "evaluation_auc": measured},
+            champion_auc=champion_auc,
+        )
+        decided = promote_if_better(client, name, version.version, evidence)
+    return RegistryOutcome(name, version.version, decided.outcome, decided.reason)
 
 
 def _report_day(context: AssetExecutionContext, settings: PipelineSettings, store: ArtifactStoreResource,
@@ -263,7 +376,10 @@ def _report_day(context: AssetExecutionContext, settings: PipelineSettings, stor
                              f"{prefix}distill_gain": scope.gains.distill_gain, f"{prefix}eta": scope.gains.eta,
                              f"{prefix}n_eval": scope.n_eval})
         run.log_metrics({"serving_student_us": report.serving.student_us,
-                         "serving_teacher_us": report.serving.teacher_us})
+                         "serving_teacher_us": report.serving.teacher_us, **serving_metrics(report)})
+        decision = _register_and_promote(context, ctx, tracking, student, day, report)
+        run.log_params({"registry": {"model": decision.name, "version": decision.version,
+                                     "outcome": decision.outcome}})
         run.log_json("transferability.json", report.model_dump(mode="json"))
         run.log_bytes("transferability.md", report_markdown(report).encode())
         run.log_bytes("report.html", page.html("../index.html").encode())
@@ -294,7 +410,10 @@ def _report_day(context: AssetExecutionContext, settings: PipelineSettings, stor
             "snapshots": MetadataValue.json(report.snapshots),
             "served_parameters": report.parameters.served,
             "serving_us_per_prediction": number(report.serving.student_us, 3),
+            "serving": MetadataValue.json(report.serving.model_dump(mode="json")),
             "mlflow_run_id": run.run_id,
+            "registered_model": f"{decision.name} v{decision.version}",
+            "champion": MetadataValue.md(f"**{decision.outcome}**: {decision.reason}"),
             "report_path": MetadataValue.path(result.report_url),
             "html_report": MetadataValue.path(urls["index.html"]),
             "html_report_of_student": MetadataValue.path(urls["student_index.html"]),

@@ -1,10 +1,19 @@
 """Teacher training: checkpoint and the logits recorded in the same training forward pass (built once,
 read by every student)."""
 
+import tempfile
 from datetime import date
+from pathlib import Path
 from typing import Any
 
-from dagster import AssetCheckSpec, AssetExecutionContext, AssetSpec, MetadataValue, multi_asset
+from dagster import (
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetSpec,
+    MetadataValue,
+    PipesSubprocessClient,
+    multi_asset,
+)
 
 from assets.common import (
     OWNERS,
@@ -24,12 +33,14 @@ from assets.common import (
     train_stats_metrics,
 )
 from recdistill_dagster.code_versions import code_version
+from recdistill_dagster.ddp import torchrun_command
 from recdistill_dagster.graph import GROUP_TEACHER, TEACHER_CHECKPOINT, TEACHER_HEALTH_CHECK, TEACHER_LOGITS, AssetGraph
 from recdistill_dagster.partitions import PipelinePartitions
 from recdistill_dagster.report.text import fmt
 from recdistill_dagster.stages.chain import snapshot_id
-from recdistill_dagster.stages.context import RunIdentity
-from recdistill_dagster.stages.teacher import TEACHER, TeacherResult, train_teacher_partition
+from recdistill_dagster.stages.context import RunIdentity, StageContext
+from recdistill_dagster.stages.distributed import finish_teacher_job, teacher_job
+from recdistill_dagster.stages.teacher import TEACHER, TeacherResult, plan_teacher_partition, train_teacher_partition
 from resources import ArtifactStoreResource, MlflowTracking, PipelineSettings, RecDataSource
 
 STAGE = "recdistill_dagster.stages.teacher"
@@ -79,7 +90,7 @@ def build_teacher_assets(graph: AssetGraph, partitions: PipelinePartitions) -> l
         description="Train the teacher on one partition (or a range, in date order), recording logits as it trains.",
     )
     def teacher_training(context: AssetExecutionContext, settings: PipelineSettings, store: ArtifactStoreResource,
-                         tracking: MlflowTracking, data_source: RecDataSource) -> Any:
+                         tracking: MlflowTracking, data_source: RecDataSource, pipes: PipesSubprocessClient) -> Any:
         materializer = RangeMaterializer(context, [TEACHER_CHECKPOINT, TEACHER_LOGITS],
                                          {TEACHER_CHECKPOINT: [TEACHER_HEALTH_CHECK]})
 
@@ -94,7 +105,10 @@ def build_teacher_assets(graph: AssetGraph, partitions: PipelinePartitions) -> l
                                 "teacher": config.teacher.model_dump(mode="json"),
                                 "sampling": config.sampling.teacher.model_dump(mode="json"),
                                 "data": config.data.model_dump(mode="json")})
-                result = train_teacher_partition(ctx, day)
+                if config.runtime.distributed.nproc_per_node > 1:
+                    result = _train_distributed(context, ctx, pipes, day)
+                else:
+                    result = train_teacher_partition(ctx, day)
                 if result.fault_skipped:
                     context.log.warning(result.fault_skipped)
                 run.log_step_history(result.stats.history)
@@ -111,6 +125,19 @@ def build_teacher_assets(graph: AssetGraph, partitions: PipelinePartitions) -> l
         yield from run_days(context, materializer, train_day)
 
     return [teacher_training]
+
+
+def _train_distributed(context: AssetExecutionContext, ctx: StageContext, pipes: PipesSubprocessClient,
+                       day: date) -> TeacherResult:
+    """The partition under `torchrun` (DDP, `runtime.distributed`), launched through Dagster Pipes: rank 0's
+    progress reaches this run's log; the outputs are then finished here exactly as an in-process run's."""
+    plan = plan_teacher_partition(ctx, day)
+    nproc = ctx.config.runtime.distributed.nproc_per_node
+    with tempfile.TemporaryDirectory(prefix="recdistill-ddp-") as folder:
+        job, job_path = teacher_job(ctx, plan, Path(folder))
+        context.log.info(f"teacher {day}: torchrun with {nproc} ranks ({job.days[0].day}..{job.days[-1].day})")
+        pipes.run(command=torchrun_command(job_path, nproc), context=context)
+        return finish_teacher_job(ctx, plan, job)
 
 
 def _outcomes(context: AssetExecutionContext, result: TeacherResult, record_epoch: str,

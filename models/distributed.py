@@ -94,9 +94,31 @@ def _tensors(output: torch.Tensor | StudentOutput) -> list[torch.Tensor]:
     return [output]
 
 
-def ddp_model(model: nn.Module) -> nn.Module:
-    """`model` under DistributedDataParallel on CPU (gloo) or on this rank's GPU (nccl)."""
+class MainTowerOnly(nn.Module):
+    """A decoupled student whose auxiliary tower gets no loss (the baseline, or a day without distillation):
+    the same forward without the auxiliary logit, so the tower is unreachable from the output and DDP (with
+    `find_unused_parameters`) marks its parameters ready instead of waiting for gradients that never come.
+    The loss is unchanged: without distillation it reads only the main logit."""
+
+    def __init__(self, student: nn.Module) -> None:
+        super().__init__()
+        self.student = student
+
+    def forward(self, sparse: torch.Tensor, dense: torch.Tensor, history: torch.Tensor) -> StudentOutput:
+        output = self.student(sparse, dense, history)
+        if not isinstance(output, StudentOutput):
+            raise TypeError(f"MainTowerOnly wraps a student; {type(self.student).__name__} returned {type(output)}")
+        return StudentOutput(main_logit=output.main_logit, aux_logit=None)
+
+
+def ddp_model(model: nn.Module, find_unused_parameters: bool = False) -> nn.Module:
+    """`model` under DistributedDataParallel on CPU (gloo) or on this rank's GPU (nccl).
+
+    `find_unused_parameters`: parameters unreachable from the output (a `MainTowerOnly` student's auxiliary
+    tower) are marked ready by DDP itself instead of it waiting for their gradients forever.
+    """
     if torch.cuda.is_available() and dist.get_backend() == "nccl":
         device = torch.device("cuda", torch.cuda.current_device())
-        return nn.parallel.DistributedDataParallel(model.to(device), device_ids=[device.index])
-    return nn.parallel.DistributedDataParallel(model)
+        return nn.parallel.DistributedDataParallel(model.to(device), device_ids=[device.index],
+                                                   find_unused_parameters=find_unused_parameters)
+    return nn.parallel.DistributedDataParallel(model, find_unused_parameters=find_unused_parameters)

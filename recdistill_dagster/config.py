@@ -395,12 +395,52 @@ class EvalConfig(StrictModel):
     # the median of `serving_repeats` timed calls after one warm-up call.
     serving_batch_size: int = Field(512, ge=1)
     serving_repeats: int = Field(5, ge=1)
+    # ONNX serving export (beside pt2): onnxruntime must equal PyTorch within `onnx_tolerance` on the
+    # first `onnx_parity_rows` evaluation rows; latency (batch 1) and throughput (batch 512) are the
+    # median of `serving_repeats` timed calls per runtime, for the student and the teacher.
+    onnx_tolerance: float = Field(1e-5, gt=0)
+    onnx_parity_rows: int = Field(4096, ge=2)
+
+
+class DistributedConfig(StrictModel):
+    """Teacher (and, with `students`, student) training under `torchrun` (DDP) launched from the asset
+    through Dagster Pipes.
+
+    `nproc_per_node: 1` trains in the step's own process (the default); N > 1 starts N ranks on this host
+    (gloo on CPU, nccl on GPUs, one GPU per rank). Each rank trains on its share of every global batch,
+    so the result equals one process up to the floating-point order of the gradient sums.
+    """
+
+    nproc_per_node: int = Field(1, ge=1)
+    threads_per_rank: int = Field(1, ge=1)  # torch threads in each rank (ranks × threads ≤ cores)
+    students: bool = False  # the students' distilled and baseline checkpoints under torchrun too
+
+
+# Imported once by the multiprocess executor's forkserver, then shared by every forked step process.
+PRELOAD_MODULES = ("torch", "polars", "numpy", "mlflow", "dagster", "models", "recdistill_dagster.stages.teacher",
+                   "recdistill_dagster.stages.student", "recdistill_dagster.stages.evaluation")
+
+
+class ExecutorConfig(StrictModel):
+    """How the steps of one Dagster run execute (runs launched by the daemon, the UI or `dagster job`;
+    `execute_in_process`, as the CLI and the tests use, always runs in-process).
+
+    `in_process`: one process, steps one after the other. `multiprocess`: independent steps (each
+    student's distilled and baseline checkpoints, N students) in parallel, up to `max_concurrent`, each
+    step forked from a forkserver that has already imported `preload_modules` (torch among them).
+    """
+
+    kind: Literal["in_process", "multiprocess"] = "in_process"
+    max_concurrent: int = Field(2, ge=1)
+    preload_modules: list[str] = Field(default_factory=lambda: list(PRELOAD_MODULES))
 
 
 class RuntimeConfig(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, ge=1)
     log_every_steps: int = Field(100, ge=1)
+    distributed: DistributedConfig = DistributedConfig()
+    executor: ExecutorConfig = ExecutorConfig()
 
 
 class JoinConfig(StrictModel):

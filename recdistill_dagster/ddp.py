@@ -36,7 +36,7 @@ from pydantic import Field, TypeAdapter
 from torch import nn
 
 from models.checkpoint import checkpoint_bytes, load_checkpoint_bytes
-from models.distributed import RankShard, ddp_model
+from models.distributed import MainTowerOnly, RankShard, ddp_model
 from models.student import StudentModel
 from models.teacher import TeacherModel
 from models.training import TrainStats, make_optimizer, train_student, train_teacher
@@ -72,6 +72,9 @@ class _DDPJob(StrictModel):
     meta: dict[str, Any] = Field(default_factory=dict)  # into the checkpoint meta (the caller's lineage)
     threads_per_rank: int = Field(1, ge=1)
     log_every: int = Field(100, ge=1)
+    # Rank 0 reports a materialization through Pipes (a single-asset step); False when the launching
+    # step records its own (the pipeline's teacher multi-asset): rank 0 then only logs its summary.
+    pipes_materialization: bool = True
 
 
 class TeacherDDPJob(_DDPJob):
@@ -114,16 +117,30 @@ def torchrun_command(job_path: Path, nproc_per_node: int) -> list[str]:
             "-m", MODULE, "--job", str(job_path)]
 
 
+def write_job(job: TeacherDDPJob | StudentDDPJob, job_path: Path) -> Path:
+    with replacing(job_path) as temp:
+        temp.write_text(job.model_dump_json(indent=2))
+    return job_path
+
+
+def read_result(job: TeacherDDPJob | StudentDDPJob) -> dict[str, Any]:
+    """Rank 0's result.json of a finished job."""
+    path = Path(job.output_dir) / RESULT_FILE
+    if not path.exists():
+        raise RuntimeError(f"the {job.role} DDP job wrote no {RESULT_FILE} in {job.output_dir}")
+    result: dict[str, Any] = json.loads(path.read_text())
+    return result
+
+
 def launch(job: TeacherDDPJob | StudentDDPJob, job_path: Path, nproc_per_node: int,
            env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Write the job file, run torchrun to completion, return rank 0's result.json (no Pipes)."""
-    with replacing(job_path) as temp:
-        temp.write_text(job.model_dump_json(indent=2))
+    write_job(job, job_path)
     done = subprocess.run(torchrun_command(job_path, nproc_per_node), env={**os.environ, **(env or {})},
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"torchrun exited with {done.returncode}:\n{done.stderr[-4000:]}")
-    return json.loads((Path(job.output_dir) / RESULT_FILE).read_text())
+    return read_result(job)
 
 
 # --------------------------------------------------------------------------- the worker (every rank)
@@ -180,7 +197,10 @@ def _train(job: TeacherDDPJob | StudentDDPJob, rank: int, world: int, pipes: Any
         parent = payload["meta"].get("snapshot_id")
     device = _device()
     model.to(device)
-    sharded = RankShard(ddp_model(model), world, rank)
+    # Without a distillation term a decoupled student's auxiliary tower gets no loss, hence no gradient.
+    unused = isinstance(job, StudentDDPJob) and job.distill is None and job.arch.towers.startswith("decoupled")
+    trained = MainTowerOnly(model) if unused else model
+    sharded = RankShard(ddp_model(trained, find_unused_parameters=unused), world, rank)
     loaders = [(d.day, lambda path=d.samples_path: pl.read_parquet(path)) for d in job.days]
 
     def progress(record: dict[str, Any]) -> None:
@@ -225,11 +245,12 @@ def _write_outputs(job: TeacherDDPJob | StudentDDPJob, model: nn.Module, optimiz
               "n_logits": int(sum(frame.height for frame in recorded.values()))}
     with replacing(output / RESULT_FILE) as temp:
         temp.write_text(json.dumps(result, indent=2, default=str))
-    if pipes is not None:
-        pipes.report_asset_materialization(metadata={
-            f"{job.role}_snapshot": job.snapshot_id, "world_size": world, "backend": result["backend"],
-            "n_logits": result["n_logits"], "train_steps": stats.steps, "checkpoint": result["checkpoint"],
-        })
+    summary = {f"{job.role}_snapshot": job.snapshot_id, "world_size": world, "backend": result["backend"],
+               "n_logits": result["n_logits"], "train_steps": stats.steps, "checkpoint": result["checkpoint"]}
+    if pipes is not None and job.pipes_materialization:
+        pipes.report_asset_materialization(metadata=summary)
+    elif pipes is not None:
+        pipes.log.info(f"{job.role} ddp done: {json.dumps(summary, default=str)}")
     return result
 
 

@@ -13,14 +13,17 @@ from dagster import (
     AssetSelection,
     BetaWarning,
     Definitions,
+    ExecutorDefinition,
+    PipesSubprocessClient,
     colored_console_logger,
     define_asset_job,
     in_process_executor,
+    multiprocess_executor,
 )
 
 from assets import build_all_assets
 from assets.common import asset_key
-from recdistill_dagster.config import load_config
+from recdistill_dagster.config import ExecutorConfig, load_config
 from recdistill_dagster.graph import AssetGraph
 from recdistill_dagster.home import (
     active_config_file,
@@ -45,6 +48,17 @@ DAILY_TRAINING_JOB = "daily_training_job"
 ROLLBACK_REPAIR_JOB = "rollback_repair_job"
 
 
+def build_executor(settings: ExecutorConfig) -> ExecutorDefinition:
+    """`runtime.executor`: in-process, or multiprocess with a forkserver that preloads torch (see the README's
+    executor comparison for which is faster here)."""
+    if settings.kind == "in_process":
+        return in_process_executor
+    return multiprocess_executor.configured({
+        "max_concurrent": settings.max_concurrent,
+        "start_method": {"forkserver": {"preload_modules": list(settings.preload_modules)}},
+    })
+
+
 def build_definitions(profile: str | None = None, home: Path | None = None,
                       config_file: str | None = None) -> Definitions:
     profile = profile or active_profile()
@@ -67,6 +81,8 @@ def build_definitions(profile: str | None = None, home: Path | None = None,
             artifact_location=mlflow_artifact_location(home),
         ),
         "data_source": RecDataSource(settings=settings),
+        # Launches `torchrun` when runtime.distributed.nproc_per_node > 1 (rank 0 reports through Pipes).
+        "pipes": PipesSubprocessClient(),
     }
     lane = {TRAINING_LANE_TAG: "training"}
     repair_job = define_asset_job(
@@ -106,8 +122,7 @@ def build_definitions(profile: str | None = None, home: Path | None = None,
         sensors=[build_rollback_sensor(config, graph, store.open(), repair_job, lane), *freshness.sensors],
         asset_checks=freshness.checks,
         resources=resources,
-        # Steps share one process: the multiprocess executor re-imports torch per step (seconds each).
-        executor=in_process_executor,
+        executor=build_executor(config.runtime.executor),
         # Dagster's console by default; the CLI's terminal (one line per warning, no traces) when it asks.
         loggers={"console": colored_console_logger, TERMINAL_LOGGER: terminal_logger},
     )

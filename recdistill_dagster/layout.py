@@ -44,6 +44,16 @@ def student_checkpoint_path(student: str, variant: StudentVariant, partition: da
     return f"students/{student}/checkpoints/{variant}/{partition.isoformat()}.pt"
 
 
+def student_serving_path(student: str, partition: date, suffix: str = "onnx") -> str:
+    # The distilled main tower as served (ONNX, beside the pt2 program logged to MLflow).
+    return f"students/{student}/serving/{partition.isoformat()}.{suffix}"
+
+
+def teacher_serving_path(partition: date, snapshot_run: str, suffix: str = "onnx") -> str:
+    # Exported once per teacher snapshot (keyed like its eval scores), to compare its serving cost.
+    return f"serving/teacher/{partition.isoformat()}/{snapshot_run}.{suffix}"
+
+
 def teacher_eval_scores_path(partition: date, snapshot_run: str) -> str:
     # Keyed by the snapshot's run: a retrained (rolled-back) teacher never reads a stale file. Shared
     # by every student's report (they all score the same evaluation rows).

@@ -26,6 +26,7 @@ PROMOTION_TAG = "recdistill.promotion"  # JSON of the PromotionDecision
 PROMOTED = "promoted"
 KEPT = "kept"
 LOGGED_MODEL_PREFIX = "models:/m-"
+SNAPSHOT_TAG = "student_snapshot"  # the version's student snapshot id (its checkpoint's data version)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,12 @@ def register_version(client: MlflowClient, name: str, model_uri: str, run_id: st
     return client.create_model_version(name, source, run_id=run_id, tags=tags or {}, model_id=model_id)
 
 
+def version_of_snapshot(client: MlflowClient, name: str, snapshot: str) -> ModelVersion | None:
+    """The version registered for a student snapshot, if any: re-running a report registers nothing twice."""
+    found = [v for v in client.search_model_versions(f"name = '{name}'") if v.tags.get(SNAPSHOT_TAG) == snapshot]
+    return min(found, key=lambda v: int(v.version)) if found else None
+
+
 def champion(client: MlflowClient, name: str) -> ModelVersion | None:
     try:
         return client.get_model_version_by_alias(name, CHAMPION_ALIAS)
@@ -100,6 +107,11 @@ def promote_if_better(client: MlflowClient, name: str, version: str,
         client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
     client.set_model_version_tag(name, version, PROMOTION_TAG, json.dumps(asdict(decision), sort_keys=True))
     return decision
+
+
+def recorded_decision(version: ModelVersion) -> PromotionDecision | None:
+    recorded = version.tags.get(PROMOTION_TAG)
+    return PromotionDecision(**json.loads(recorded)) if recorded else None
 
 
 def alias_history(client: MlflowClient, name: str) -> list[dict[str, Any]]:

@@ -1,10 +1,19 @@
 """Artifact storage: parquet tables, checkpoints and reports under one base URL.
 
 The base is a local folder by default (the project's state folder) and may be any fsspec URL
-(`s3://bucket/prefix`, `gs://…`, `memory://…`: an in-memory store, as the stage tests use). Every
-write goes to a temporary name in the same folder and is then renamed, so a reader never sees a
-half-written file and a crash leaves the previous version in place; re-writing a path replaces it
-completely.
+(`s3://bucket/prefix`, `gs://…`, `memory://…`: an in-memory store, as the stage tests use). A reader
+never sees a half-written artifact, a crash leaves the previous version in place, and re-writing a
+path replaces it completely, each by the store's own semantics (`object_writes`):
+
+    local disk, memory://   temporary name in the same folder, then rename (fsync on disk; the
+                            next write of a target removes a killed writer's temporary)
+    object store (s3://…)   one PUT of the whole object (visible only when complete); parquet from a
+                            lazy query is streamed by polars straight to the `s3://` URL (a multipart
+                            upload, also visible only on completion), never collected first
+
+and polars scans object-store parquet lazily on its URL (predicates and projections pushed down).
+Credentials and the endpoint come from the environment, as every AWS client reads them
+(`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, … or an instance role): none in code or configuration.
 
 No Dagster here: the stages take any `Store`; `resources.storage` wraps `ArtifactStore` as the
 Dagster resource.
@@ -21,6 +30,12 @@ from typing import Any, Protocol
 import fsspec
 import polars as pl
 from fsspec.implementations.local import LocalFileSystem
+
+from recdistill_dagster import object_writes
+
+# Environment variables polars' object_store client needs beside the standard AWS ones: a plain-http
+# endpoint (a local S3 such as the test's moto server) must be allowed explicitly.
+ENDPOINT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 
 
 class ArtifactNotFoundError(FileNotFoundError):
@@ -57,13 +72,29 @@ class ArtifactStore:
 
     def _filesystem(self) -> tuple[Any, str]:
         if self._fs is None:
-            fs, root = fsspec.core.url_to_fs(self.base_url)
+            protocol = self.base_url.split("://", 1)[0] if "://" in self.base_url else "file"
+            # Object stores: no listing cache, since polars writes objects behind fsspec's back.
+            options = {"use_listings_cache": False} if protocol in object_writes.OBJECT_STORE_PROTOCOLS else {}
+            fs, root = fsspec.core.url_to_fs(self.base_url, **options)
             self._fs, self._root = fs, root.rstrip("/")
         return self._fs, self._root
 
     @property
     def is_local(self) -> bool:
         return isinstance(self._filesystem()[0], LocalFileSystem)
+
+    @property
+    def is_object_store(self) -> bool:
+        """One PUT is atomic and polars reads and writes the URL itself (s3, gs, az)."""
+        return object_writes.is_object_store(self._filesystem()[0])
+
+    def polars_options(self) -> dict[str, str] | None:
+        """polars `storage_options` for an object store: None (its own environment lookup) except that
+        an `http://` endpoint from the environment must be allowed explicitly."""
+        endpoint = next((os.environ[name] for name in ENDPOINT_ENV if os.environ.get(name)), None)
+        if not self.is_object_store or endpoint is None:
+            return None
+        return {"aws_endpoint_url": endpoint, **({"aws_allow_http": "true"} if endpoint.startswith("http://") else {})}
 
     def path(self, relative: str) -> str:
         """Filesystem path of an artifact (without protocol)."""
@@ -119,6 +150,9 @@ class ArtifactStore:
 
     def write_bytes(self, relative: str, data: bytes) -> str:
         fs, _ = self._filesystem()
+        if self.is_object_store:  # one PUT (a temporary object + copy + delete would buy nothing)
+            object_writes.write_bytes(fs, self.path(relative), data)
+            return self.url(relative)
         with self._atomic_target(relative) as tmp, fs.open(tmp, "wb") as handle:
             handle.write(data)
             if self.is_local:
@@ -139,6 +173,7 @@ class ArtifactStore:
         return json.loads(self.read_bytes(relative, what))
 
     def write_parquet(self, relative: str, frame: pl.DataFrame) -> str:
+        """An in-memory frame: renamed into place locally, one PUT of the encoded file on an object store."""
         if self.is_local:
             with self._atomic_target(relative) as tmp:
                 frame.write_parquet(tmp)
@@ -148,23 +183,24 @@ class ArtifactStore:
         return self.write_bytes(relative, buffer.getvalue())
 
     def sink_parquet(self, relative: str, lazy: pl.LazyFrame) -> str:
-        """Stream a lazy query to parquet without collecting it (local), atomically."""
-        if not self.is_local:
-            return self.write_parquet(relative, lazy.collect())
-        with self._atomic_target(relative) as tmp:
-            lazy.sink_parquet(tmp)
-        return self.url(relative)
+        """Stream a lazy query to parquet without collecting it, atomically (local disk and object stores)."""
+        fs, _ = self._filesystem()
+        if self.is_object_store:
+            object_writes.sink_parquet(fs, self.path(relative), lazy, self.polars_options())
+            return self.url(relative)
+        if self.is_local:
+            with self._atomic_target(relative) as tmp:
+                lazy.sink_parquet(tmp)
+            return self.url(relative)
+        return self.write_parquet(relative, lazy.collect())  # memory:// and other fsspec stores
 
     def scan_parquet(self, relative: str, what: str = "table") -> pl.LazyFrame:
         self.require(relative, what)
         if self.is_local:
             return pl.scan_parquet(self.path(relative))
-        # Object stores polars reads natively (s3, gs, az, http) are scanned lazily; anything
-        # else fsspec knows is read through a file handle.
-        url = self.url(relative)
-        if url.split("://", 1)[0] in {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "http", "https"}:
-            return pl.scan_parquet(url)
-        return pl.read_parquet(self.read_bytes(relative, what)).lazy()
+        if self.is_object_store:  # lazily, on the URL itself
+            return object_writes.scan_parquet(self._filesystem()[0], self.path(relative), self.polars_options())
+        return pl.read_parquet(self.read_bytes(relative, what)).lazy()  # anything else fsspec knows
 
     def read_parquet(self, relative: str, what: str = "table") -> pl.DataFrame:
         return self.scan_parquet(relative, what).collect()

@@ -125,6 +125,10 @@ class MlflowTracking(ConfigurableResource):
         """A client of this tracking store, to read runs back (e.g. loss histories for the HTML report)."""
         return self._client()
 
+    def registered_model_name(self, student: str) -> str:
+        """One registered model per student and profile: `recdistill-<profile>-<student>`."""
+        return f"{self.experiment_name}-{student}"
+
     def run_url(self, run_id: str) -> str | None:
         """The run's page in the MLflow UI when the store is a server (http/https); None for SQLite."""
         if not self.tracking_uri.startswith(("http://", "https://")):

@@ -71,12 +71,34 @@ class Parameters(ReportModelBase):
     served_to_teacher: float
 
 
+class RuntimeSpeed(ReportModelBase):
+    """One runtime's serving speed: median wall time of a call at batch 1, rows per second at batch 512."""
+
+    latency_ms: float
+    throughput_rows_per_s: float
+
+
+class ServedExport(ReportModelBase):
+    """A model exported to ONNX (inputs sparse, dense, history; dynamic batch), checked against PyTorch."""
+
+    onnx: str  # URL of the .onnx in the artifact store
+    max_abs_diff: float  # |PyTorch − onnxruntime|, largest over the compared evaluation rows
+    rows_compared: int
+    torch: RuntimeSpeed
+    onnxruntime: RuntimeSpeed
+
+
 class ServingCost(ReportModelBase):
-    """Measured wall time per prediction of the served module (median of repeats, this machine)."""
+    """Measured serving cost (medians of repeats, this machine: noisy where the machine is shared)."""
 
     batch_size: int
-    student_us: float
+    student_us: float  # PyTorch, per prediction at `batch_size`
     teacher_us: float
+    latency_batch: int = 1
+    throughput_batch: int = 512
+    onnx_tolerance: float | None = None  # what `max_abs_diff` must stay within
+    student: ServedExport | None = None  # the served main tower; None in reports written before ONNX export
+    teacher: ServedExport | None = None
 
     @property
     def speedup(self) -> float:

@@ -29,7 +29,7 @@ from recdistill_dagster.report.plots import (
     plot_students,
 )
 from recdistill_dagster.report.schema import TransferabilityReport
-from recdistill_dagster.report.text import fmt, fmt_ci
+from recdistill_dagster.report.text import fmt, fmt_ci, onnx_line
 from recdistill_dagster.storage import Store
 
 STYLE = """
@@ -147,6 +147,7 @@ generated {datetime.now(UTC):%Y-%m-%d %H:%M UTC} · <a href="{INDEX_LINK}">all s
 the models after day d are scored on day d+1's full, unsampled log. Parameters: teacher {p.teacher:,}, student
 {p.student:,}, served main tower {p.served:,} (1:{1 / p.served_to_teacher:.1f}); serving {serving.student_us:.2f} µs
 vs teacher {serving.teacher_us:.2f} µs per prediction at batch {serving.batch_size}.</p>
+{f'<p class="meta">{esc(onnx)}</p>' if (onnx := onnx_line(serving)) else ""}
 <p class="headline">{_headline(last)}</p>
 
 <h2>Per day</h2>

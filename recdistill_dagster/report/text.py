@@ -4,7 +4,7 @@ import base64
 from collections.abc import Sequence
 
 from recdistill_dagster.report.models import BAYES, DISTILLED, RAW, REPORT_MODELS, TEACHER
-from recdistill_dagster.report.schema import Gains, TransferabilityReport
+from recdistill_dagster.report.schema import Gains, ServedExport, ServingCost, TransferabilityReport
 
 
 def fmt(value: float | None, digits: int = 4) -> str:
@@ -22,6 +22,24 @@ def gains_line(gains: Gains, rows: int, days: int) -> str:
             f"{fmt_ci(gains.teacher_gain_ci)}, distillation gain {fmt(gains.distill_gain)} "
             f"{fmt_ci(gains.distill_gain_ci)}, eta {fmt(gains.eta, 3)} {fmt_ci(gains.eta_ci, 3)}")
     return line + (f" ({gains.note})" if gains.note else "")
+
+
+def _export_phrase(name: str, export: ServedExport, serving: ServingCost) -> str:
+    torch_speed, ort_speed = export.torch, export.onnxruntime
+    return (f"{name} |Δ| {export.max_abs_diff:.1e} over {export.rows_compared:,} rows; latency (batch "
+            f"{serving.latency_batch}) {torch_speed.latency_ms:.3f} ms PyTorch / {ort_speed.latency_ms:.3f} ms "
+            f"onnxruntime; throughput (batch {serving.throughput_batch}) {torch_speed.throughput_rows_per_s:,.0f} / "
+            f"{ort_speed.throughput_rows_per_s:,.0f} rows/s")
+
+
+def onnx_line(serving: ServingCost) -> str | None:
+    """The ONNX exports' parity with PyTorch and both runtimes' speed, student then teacher (None before ONNX)."""
+    parts = [_export_phrase(name, export, serving)
+             for name, export in (("student", serving.student), ("teacher", serving.teacher)) if export is not None]
+    if not parts:
+        return None
+    tolerance = f" (tolerance {serving.onnx_tolerance:g})" if serving.onnx_tolerance is not None else ""
+    return f"ONNX vs PyTorch{tolerance}: " + "; ".join(parts) + "."
 
 
 def report_markdown(report: TransferabilityReport, png: bytes | None = None) -> str:
@@ -48,6 +66,9 @@ def report_markdown(report: TransferabilityReport, png: bytes | None = None) -> 
     lines.append(f"Parameters: teacher {p.teacher:,}, student {p.student:,}, served main tower {p.served:,} "
                  f"(1:{1 / p.served_to_teacher:.1f}). Serving: {report.serving.student_us:.2f} µs vs teacher "
                  f"{report.serving.teacher_us:.2f} µs per prediction at batch {report.serving.batch_size}.")
+    onnx = onnx_line(report.serving)
+    if onnx:
+        lines.append(onnx)
     if png is not None:
         lines += ["", f"![transferability](data:image/png;base64,{base64.b64encode(png).decode()})"]
     return "\n".join(lines)

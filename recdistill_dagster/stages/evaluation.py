@@ -15,6 +15,7 @@ import polars as pl
 import torch
 
 from models.debias import calibrated_probability
+from models.export import LATENCY_BATCH, THROUGHPUT_BATCH
 from models.features import FeatureTensors, frame_to_tensors
 from models.inference import predict_tensors
 from recdistill_dagster import layout
@@ -22,6 +23,7 @@ from recdistill_dagster.calendar import previous_partition, require_training_par
 from recdistill_dagster.config import StudentConfig
 from recdistill_dagster.errors import PipelineStepError
 from recdistill_dagster.graph import TEACHER_CHECKPOINT, StudentKeys, partition_ref
+from recdistill_dagster.registry import parse_snapshot_id
 from recdistill_dagster.report.calibration import calibration_bins
 from recdistill_dagster.report.estimate import (
     DayEstimate,
@@ -31,10 +33,17 @@ from recdistill_dagster.report.estimate import (
     replicates_frame,
 )
 from recdistill_dagster.report.models import AUX, DISTILLED, RAW, TEACHER
-from recdistill_dagster.report.schema import LossSummary, Parameters, ServingCost, TransferabilityReport
+from recdistill_dagster.report.schema import (
+    LossSummary,
+    Parameters,
+    ServedExport,
+    ServingCost,
+    TransferabilityReport,
+)
 from recdistill_dagster.stages.chain import LoadedCheckpoint, Provenance, load_checkpoint, snapshot_id
 from recdistill_dagster.stages.context import StageContext
 from recdistill_dagster.stages.inputs import load_samples, require_files
+from recdistill_dagster.stages.serving import check_and_measure, serving_inputs, student_onnx_relative, teacher_onnx
 from recdistill_dagster.stages.student import chain_of, load_student
 from recdistill_dagster.stages.teacher import TEACHER as TEACHER_CHAIN
 from recdistill_dagster.stages.teacher import cached_eval_scores, eval_scores_path, load_teacher
@@ -79,6 +88,24 @@ def _microseconds_per_prediction(ctx: StageContext, module: torch.nn.Module, eva
             module(batch.sparse, batch.dense, batch.history)
             timings.append(time.perf_counter() - started)
     return statistics.median(timings) / len(batch) * 1e6
+
+
+def _onnx_serving(ctx: StageContext, student: StudentConfig, partition: date, served: torch.nn.Module,
+                  teacher: torch.nn.Module, teacher_ckpt: LoadedCheckpoint,
+                  eval_frame: pl.DataFrame) -> dict[str, ServedExport]:
+    """The served tower's stored ONNX and the teacher's (exported once per snapshot): parity and speed."""
+    consumer = f"{StudentKeys(student.name).report} {partition}"
+    student_inputs = serving_inputs(eval_frame, student.arch.seq_len)
+    teacher_inputs = serving_inputs(eval_frame, ctx.config.teacher.arch.seq_len)
+    _, _, run = parse_snapshot_id(teacher_ckpt.snapshot_id)
+    teacher_relative = teacher_onnx(ctx, teacher.cpu().eval(), partition, run,
+                                    (teacher_inputs[0][:2], teacher_inputs[1][:2], teacher_inputs[2][:2]))
+    return {
+        "student": check_and_measure(ctx, served, student_onnx_relative(ctx, student.name, partition, consumer),
+                                     student_inputs, f"{consumer}: {student.name}'s served tower"),
+        "teacher": check_and_measure(ctx, teacher, teacher_relative, teacher_inputs,
+                                     f"{consumer}: teacher {teacher_ckpt.snapshot_id}"),
+    }
 
 
 def _previous_aggregate(ctx: StageContext, student: StudentConfig, partition: date) -> DayEstimate | None:
@@ -164,6 +191,8 @@ def evaluate_partition(ctx: StageContext, student: StudentConfig, partition: dat
         batch_size=config.eval.serving_batch_size,
         student_us=_microseconds_per_prediction(ctx, served, eval_frame, history_len),
         teacher_us=_microseconds_per_prediction(ctx, teacher, eval_frame, config.teacher.arch.seq_len),
+        latency_batch=LATENCY_BATCH, throughput_batch=THROUGHPUT_BATCH, onnx_tolerance=config.eval.onnx_tolerance,
+        **_onnx_serving(ctx, student, partition, served, teacher, teacher_ckpt, eval_frame),
     )
     losses = distilled_ckpt.meta.get("losses") or {}
     snapshots = {"teacher": teacher_ckpt.snapshot_id, "distilled": distilled_ckpt.snapshot_id,

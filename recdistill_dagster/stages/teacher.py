@@ -22,6 +22,7 @@ from models.training import TrainStats, make_optimizer, train_teacher
 from recdistill_dagster import layout
 from recdistill_dagster.calendar import days_of_partition
 from recdistill_dagster.data.schema import validate_teacher_logits
+from recdistill_dagster.errors import PipelineStepError
 from recdistill_dagster.graph import TEACHER_CHECKPOINT, TEACHER_SAMPLES, partition_ref
 from recdistill_dagster.health import HealthInputs, HealthVerdict, assess_teacher, holdout_rows
 from recdistill_dagster.registry import SnapshotRecord, SnapshotRegistry, parse_snapshot_id
@@ -180,8 +181,27 @@ def _assess_health(ctx: StageContext, day: date, model: TeacherModel, start: Cha
     return assess_teacher(inputs, config.health)
 
 
-def train_teacher_partition(ctx: StageContext, partition: date) -> TeacherResult:
-    """Train one partition (the batch window or one streaming day); write checkpoint and logits."""
+@dataclass
+class TeacherPlan:
+    """Everything decided before a teacher partition trains: where the chain continues from (the model and
+    optimizer hold that state), the attempt, the fault drill, the snapshot id and the schedule."""
+
+    partition: date
+    days: list[date]
+    attempt: int
+    start: ChainStart
+    model: TeacherModel
+    optimizer: torch.optim.Optimizer
+    arch: dict[str, Any]
+    snapshot: str
+    epochs: int
+    batch_size: int
+    seed: int
+    drill: FaultDrill
+
+
+def plan_teacher_partition(ctx: StageContext, partition: date) -> TeacherPlan:
+    """Check the inputs, continue the chain from the last usable snapshot, apply a configured fault drill."""
     config = ctx.config
     days = days_of_partition(config.calendar, partition)
     fix = "materialize (or backfill) those data partitions first"
@@ -192,60 +212,79 @@ def train_teacher_partition(ctx: StageContext, partition: date) -> TeacherResult
     registry = SnapshotRegistry(ctx.store)
     attempt = registry.attempts(partition) + 1
     model = build_teacher(ctx).to(ctx.device)
-    optim_cfg = config.teacher.optim
-    optimizer = make_optimizer(model, optim_cfg)
+    optimizer = make_optimizer(model, config.teacher.optim)
     arch = config.teacher.arch.model_dump(mode="json")
     start = continue_chain(ctx, TEACHER, partition, model, optimizer, arch, usable=registry.is_usable)
     drill = _inject_fault(ctx, partition, days, attempt, model, optimizer)
-    fault = drill.applied
-    snapshot = snapshot_id(TEACHER.role, partition, ctx.identity)
+    schedule = train_schedule(ctx, config.teacher.optim, partition)
+    return TeacherPlan(partition=partition, days=days, attempt=attempt, start=start, model=model,
+                       optimizer=optimizer, arch=arch, snapshot=snapshot_id(TEACHER.role, partition, ctx.identity),
+                       epochs=schedule.epochs, batch_size=schedule.batch_size,
+                       seed=config.teacher.seed + config.calendar.day_index(partition), drill=drill)
+
+
+def train_teacher_partition(ctx: StageContext, partition: date) -> TeacherResult:
+    """Train one partition (the batch window or one streaming day) in this process; write checkpoint and logits."""
+    plan = plan_teacher_partition(ctx, partition)
+    config = ctx.config
     loaders = [
         (d, lambda d=d: load_samples(ctx.store, layout.samples_path("teacher", d), "teacher_samples", d))
-        for d in days
+        for d in plan.days
     ]
-    schedule = train_schedule(ctx, optim_cfg, partition)
     stats, logits_by_day = train_teacher(
-        model, optimizer, loaders,
-        epochs=schedule.epochs,
-        batch_size=schedule.batch_size,
+        plan.model, plan.optimizer, loaders,
+        epochs=plan.epochs,
+        batch_size=plan.batch_size,
         record_epoch=config.teacher.record_epoch,
-        snapshot_id=snapshot,
-        start_step=start.start_step,
-        seed=config.teacher.seed + config.calendar.day_index(partition),
+        snapshot_id=plan.snapshot,
+        start_step=plan.start.start_step,
+        seed=plan.seed,
         device=ctx.device,
-        grad_clip=optim_cfg.grad_clip,
+        grad_clip=config.teacher.optim.grad_clip,
         history_len=config.teacher.arch.seq_len,
         log_every=config.runtime.log_every_steps,
         progress=ctx.progress,
     )
+    return finish_teacher_partition(ctx, plan, stats, logits_by_day)
+
+
+def finish_teacher_partition(ctx: StageContext, plan: TeacherPlan, stats: TrainStats,
+                             logits_by_day: dict[date, pl.DataFrame], **extra_meta: Any) -> TeacherResult:
+    """After training (here or under torchrun): logits, health verdict, checkpoint and registry record."""
+    config, partition, days, start, model = ctx.config, plan.partition, plan.days, plan.start, plan.model
+    fault = plan.drill.applied
     if fault and config.faults.teacher and config.faults.teacher.mode == "divergence":
-        for group in optimizer.param_groups:  # the saved optimizer state keeps the configured rate
+        for group in plan.optimizer.param_groups:  # the saved optimizer state keeps the configured rate
             group["lr"] /= config.faults.teacher.lr_multiplier
     logit_urls: dict[str, str] = {}
     for d in days:
+        if d not in logits_by_day:
+            raise PipelineStepError(f"teacher_logits {partition}: training recorded no logits for day {d}")
         frame = logits_by_day[d]
         validate_teacher_logits(frame, partition=f"{partition} (day {d})", allow_nonfinite=True)
         logit_urls[d.isoformat()] = ctx.store.write_parquet(layout.teacher_logits_path(partition, d), frame)
     logits = np.concatenate([logits_by_day[d]["teacher_logit"].to_numpy() for d in days])
     health = _assess_health(ctx, days[-1], model, start, logits)
+    registry = SnapshotRegistry(ctx.store)
     checksum = weights_checksum(model)
     twin = registry.unusable_twin(partition, checksum)
     if twin is not None:  # the same model as a snapshot already found unusable: it is no repair
         health = HealthVerdict(passed=False, failures=[*health.failures, _identical(partition, checksum, twin)],
                                metrics=health.metrics, notes=health.notes)
+    snapshot = plan.snapshot
     provenance = Provenance(
         version=snapshot,
         inputs=chain_inputs(TEACHER, start),
         teacher_snapshots=[snapshot, *([start.parent_snapshot] if start.parent_snapshot else [])],
     )
-    meta = checkpoint_meta(ctx, TEACHER, partition, provenance, start, days, stats, arch,
+    meta = checkpoint_meta(ctx, TEACHER, partition, provenance, start, days, stats, plan.arch,
                            fingerprint(config.teacher.model_dump(mode="json")),
                            upstream_samples=[partition_ref(TEACHER_SAMPLES, d) for d in days],
-                           rolled_back_over=start.rolled_back_over, attempt=attempt)
-    checkpoint_url = save_checkpoint(ctx.store, TEACHER, partition, model, optimizer, meta)
+                           rolled_back_over=start.rolled_back_over, attempt=plan.attempt, **extra_meta)
+    checkpoint_url = save_checkpoint(ctx.store, TEACHER, partition, model, plan.optimizer, meta)
     now = datetime.now(UTC)
     registry.register_new(SnapshotRecord(
-        snapshot_id=snapshot, partition=partition, attempt=attempt,
+        snapshot_id=snapshot, partition=partition, attempt=plan.attempt,
         status="bad" if twin else "good" if health.passed else "unhealthy",
         dagster_run_id=ctx.identity.run_id, mlflow_run_id=ctx.identity.tracking_run_id,
         parent_snapshot=start.parent_snapshot, created_at=now, checkpoint_url=checkpoint_url,
@@ -260,8 +299,8 @@ def train_teacher_partition(ctx: StageContext, partition: date) -> TeacherResult
         logit_urls=logit_urls, n_logits=int(logits.size),
         logit_mean=float(finite.mean()) if finite.size else math.nan,
         logit_std=float(finite.std()) if finite.size else math.nan,
-        n_parameters=sum(p.numel() for p in model.parameters()), health=health, attempt=attempt,
-        fault=fault, fault_skipped=drill.skipped, identical_to=twin.snapshot_id if twin else None,
+        n_parameters=sum(p.numel() for p in model.parameters()), health=health, attempt=plan.attempt,
+        fault=fault, fault_skipped=plan.drill.skipped, identical_to=twin.snapshot_id if twin else None,
         rolled_back_over=start.rolled_back_over, meta=meta,
     )
 

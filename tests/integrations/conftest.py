@@ -24,7 +24,7 @@ from recdistill_dagster.services import (
 )
 
 # The `integrations` extra (make install-integrations); `make install` alone does not have it.
-EXTRA_MODULES = ("dagster_postgres", "psycopg2", "s3fs", "moto", "boto3", "onnx", "onnxruntime", "onnxscript")
+EXTRA_MODULES = ("dagster_postgres", "dagster_k8s", "psycopg2", "s3fs", "moto", "boto3")
 MARKER = "integrations"
 
 

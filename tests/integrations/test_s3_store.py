@@ -77,14 +77,15 @@ def test_s3_write_is_one_put_and_replaces(fs: s3fs.S3FileSystem, s3: S3Server, r
         assert fs.cat_file(path) == version
     assert fs.ls(f"{s3.bucket}/store/checkpoints/teacher", refresh=True) == [path]
 
-    for name, value in s3.env().items():  # today's store reaches S3 through the environment
+    for name, value in s3.env().items():  # the pipeline's store reaches S3 through the environment
         monkeypatch.setenv(name, value)
-    legacy = ArtifactStore(s3.url("legacy"))
-    with counted_requests() as legacy_log:
-        legacy.write_bytes("checkpoints/teacher/2026-01-02.pt", b"second")
-    report("s3", f"one write of a checkpoint: 1 request (PUT) with object_writes.write_bytes; "
-                 f"{len(legacy_log.requests)} with today's temp + rename ArtifactStore "
-                 f"({', '.join(method for method, _ in legacy_log.requests)})")
+    store = ArtifactStore(s3.url("store"))
+    with counted_requests() as store_log:
+        store.write_bytes("checkpoints/teacher/2026-01-02.pt", b"second")
+    # The store's own writes on s3:// (9 requests with its former temporary object + copy + delete).
+    assert [method for method, _ in store_log.requests] == ["PUT"], store_log.requests
+    report("s3", "one write of a checkpoint: 1 request (PUT) with object_writes.write_bytes and with the "
+                 "pipeline's ArtifactStore on s3://")
 
 
 def test_s3_sink_streams_and_a_failed_write_keeps_the_previous_object(fs: s3fs.S3FileSystem, s3: S3Server,

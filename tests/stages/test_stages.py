@@ -14,11 +14,13 @@ from recdistill_dagster.data.source import make_source
 from recdistill_dagster.errors import PipelineStepError
 from recdistill_dagster.graph import TEACHER_CHECKPOINT, partition_ref
 from recdistill_dagster.registry import SnapshotRegistry
+from recdistill_dagster.stages.chain import load_checkpoint
 from recdistill_dagster.stages.context import RunIdentity, StageContext
 from recdistill_dagster.stages.dataset import build_student_dataset, read_manifest
 from recdistill_dagster.stages.evaluation import evaluate_partition
+from recdistill_dagster.stages.promotion import promotion_checks, served_auc
 from recdistill_dagster.stages.samples import materialize_sample_streams
-from recdistill_dagster.stages.student import train_student_partition
+from recdistill_dagster.stages.student import chain_of, load_student, train_student_partition
 from recdistill_dagster.stages.teacher import train_teacher_partition
 from recdistill_dagster.storage import ArtifactStore
 
@@ -208,3 +210,20 @@ def test_rematerializing_a_good_day_supersedes_it() -> None:
     assert (earlier.snapshot_id, earlier.status, earlier.superseded_by) == (
         original.snapshot_id, "superseded", again.snapshot_id)
     assert latest.status == "good" and latest.weights_sha256 == earlier.weights_sha256
+
+
+def test_promotion_evidence_and_the_served_towers_auc(batch: StageContext) -> None:
+    report = evaluate_partition(batch, RANKER, BATCH).report
+    snapshots = report.teacher_snapshots_in_student
+    assert promotion_checks(batch, RANKER, BATCH, snapshots) == {"teacher_health": True, "join_coverage": True}
+    unknown = [f"teacher@{BATCH}#never000"]
+    assert promotion_checks(batch, RANKER, BATCH, unknown)["teacher_health"] is False
+    assert promotion_checks(batch, RANKER, BATCH, [])["teacher_health"] is False
+    strict = StageContext(config=CONFIG.model_copy(update={"join": CONFIG.join.model_copy(
+        update={"coverage_warn": 1.0 + 1e-9})}), store=batch.store, source=batch.source, identity=batch.identity)
+    assert promotion_checks(strict, RANKER, BATCH, snapshots)["join_coverage"] is False
+    # The served main tower scores the evaluation day with the AUC the report gives the distilled student.
+    served = load_student(batch, RANKER, load_checkpoint(batch.store, chain_of(RANKER, "distilled"), BATCH))
+    auc = served_auc(batch, RANKER, BATCH, served.serving_module(RANKER.sampling).eval())
+    assert auc == pytest.approx(report.daily.auc["student_distill"], abs=1e-4)
+    assert report.serving.student is not None and report.serving.student.max_abs_diff <= CONFIG.eval.onnx_tolerance

@@ -24,3 +24,21 @@ def movielens_path() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """Fail a test that leaves Dagster's current defs-state storage changed.
+
+    Entering an instance (as `build_schedule_context`/`build_sensor_context` do when the schedule or
+    sensor reads `context.instance`) points a context variable at that instance's storage; a context
+    never closed leaves it pointing at an instance that is later garbage-collected, and a later test
+    fails at random with "Attempted to resolve undefined DagsterInstance weakref"."""
+    from dagster._core.storage.defs_state.base import DefsStateStorage
+
+    before = DefsStateStorage.get()
+    result = yield
+    assert DefsStateStorage.get() is before, (
+        "this test left Dagster's defs-state storage set to an instance it opened: close evaluation "
+        "contexts (`with build_schedule_context(...) as context:`)")
+    return result

@@ -18,9 +18,9 @@ OPEN = "calendar: {streaming_days: open}\n"
 
 
 def _tick(defs, instance, name: str, when: datetime):
-    context = build_schedule_context(instance=instance, scheduled_execution_time=when,
-                                     repository_def=defs.get_repository_def())
-    return defs.resolve_schedule_def(name).evaluate_tick(context)
+    with build_schedule_context(instance=instance, scheduled_execution_time=when,
+                                repository_def=defs.get_repository_def()) as context:
+        return defs.resolve_schedule_def(name).evaluate_tick(context)
 
 
 def _span(request) -> str:

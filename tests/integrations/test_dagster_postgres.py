@@ -134,9 +134,9 @@ def test_schedule_tick_requests_and_runs_yesterday(pipeline: PostgresPipeline, r
     day = pipeline.days[3]
     tick_time = datetime.combine(day + timedelta(days=1), SCHEDULE_TIME, tzinfo=UTC)
     schedule = pipeline.defs.resolve_schedule_def("daily_training")
-    context = build_schedule_context(instance=pipeline.instance, scheduled_execution_time=tick_time,
-                                     repository_def=pipeline.defs.get_repository_def())
-    requests = schedule.evaluate_tick(context).run_requests
+    with build_schedule_context(instance=pipeline.instance, scheduled_execution_time=tick_time,
+                                repository_def=pipeline.defs.get_repository_def()) as context:
+        requests = schedule.evaluate_tick(context).run_requests
     # Yesterday's training, then its report (day+1's data exists in this fixed calendar): what is missing.
     assert requests and [r.partition_key for r in requests] == [day.isoformat(), day.isoformat()]
     job = pipeline.defs.resolve_job_def(schedule.job_name)
@@ -155,8 +155,8 @@ def test_rollback_sensor_repairs_from_the_postgres_event_log(pipeline: PostgresP
     (bad,) = pipeline.registry.for_partition(bad_day)
     pipeline.registry.mark_bad(bad.snapshot_id, reason="integration test: late finding", detected_by="operator")
     sensor = pipeline.defs.get_sensor_def(ROLLBACK_SENSOR)
-    context = build_sensor_context(instance=pipeline.instance, definitions=pipeline.defs)
-    tick = sensor.evaluate_tick(context)
+    with build_sensor_context(instance=pipeline.instance, definitions=pipeline.defs) as context:
+        tick = sensor.evaluate_tick(context)
     (request,) = tick.run_requests or []
     assert (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]) == (bad_day.isoformat(), last.isoformat())
     repair = execute_range(pipeline.defs, ROLLBACK_REPAIR_JOB, bad_day, last, pipeline.instance,
@@ -166,8 +166,9 @@ def test_rollback_sensor_repairs_from_the_postgres_event_log(pipeline: PostgresP
     retrained = pipeline.registry.for_partition(bad_day)[-1]
     assert retrained.snapshot_id != bad.snapshot_id and retrained.status == "good"
     assert retrained.dagster_run_id == repair.run_id
-    again = sensor.evaluate_tick(build_sensor_context(instance=pipeline.instance, cursor=tick.cursor,
-                                                      definitions=pipeline.defs))
+    with build_sensor_context(instance=pipeline.instance, cursor=tick.cursor,
+                              definitions=pipeline.defs) as context:
+        again = sensor.evaluate_tick(context)
     assert not again.run_requests, "the same repair was planned twice"
     report("postgres", f"rollback sensor marked {bad.snapshot_id} bad and repaired {bad_day}..{last} in run "
           f"{repair.run_id[:8]}; next tick: {again.skip_message}")

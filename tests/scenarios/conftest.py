@@ -97,8 +97,8 @@ class Pipeline:
         """Evaluate the rollback sensor once and execute what it requests (as the daemon would)."""
         defs = self.defs
         sensor = defs.get_sensor_def(ROLLBACK_SENSOR)
-        context = build_sensor_context(instance=self.instance, cursor=self.sensor_cursor, definitions=defs)
-        result = sensor.evaluate_tick(context)
+        with build_sensor_context(instance=self.instance, cursor=self.sensor_cursor, definitions=defs) as context:
+            result = sensor.evaluate_tick(context)
         self.sensor_cursor = result.cursor
         self.log.append(f"sensor: {result.skip_message or ''} {[r.tags for r in result.run_requests or []]}")
         for request in result.run_requests or []:

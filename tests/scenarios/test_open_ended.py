@@ -43,9 +43,9 @@ def tick(pipeline: Pipeline, name: str, when: datetime) -> list[tuple[str, str, 
     """Evaluate one schedule at `when`, execute its requests in order; what it requested."""
     defs = pipeline.defs
     schedule = defs.resolve_schedule_def(name)
-    context = build_schedule_context(instance=pipeline.instance, scheduled_execution_time=when,
-                                     repository_def=defs.get_repository_def())
-    result = schedule.evaluate_tick(context)
+    with build_schedule_context(instance=pipeline.instance, scheduled_execution_time=when,
+                                repository_def=defs.get_repository_def()) as context:
+        result = schedule.evaluate_tick(context)
     pipeline.log.append(f"{name} @ {when:%m-%d %H:%M}: {result.skip_message or ''}")
     done = []
     job = SAMPLE_STREAMS_JOB if name == DATA_SCHEDULE else DAILY_TRAINING_JOB

@@ -8,6 +8,7 @@ QUICK shrinks the calendar and the world's daily volume (the same generator and 
 protocol, fewer days and impressions) so that the main result and a few variants fit in minutes.
 """
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,17 @@ class Experiment:
     profile: str = "bench"
     kind: str = "eta"  # how the markdown renders it: eta | alpha | streaming | calibration | capacity
     note: str = ""
+    # The cell the others are paired with (Δη, Δ student gain), when they share its teacher, baseline
+    # and rows; None: the first cell.
+    reference: str | None = None
+    # The oracle-teacher cell of the reference (same student, stream and loss): the transfer ceiling G*.
+    oracle: str | None = None
+    max_worlds: int | None = None  # fewer worlds than the benchmark's (cells that train their own teacher)
+
+
+HEADLINE_EXPERIMENT = "main"
+DEFAULT_WORLDS = 3  # independent synthetic worlds: the units of every interval
+DEFAULT_SEEDS = 1  # model seeds per world (they score the same rows, so they add training noise only)
 
 
 def _student(**section: Any) -> dict[str, Any]:
@@ -162,5 +174,4 @@ def _quick(experiment: Experiment) -> Experiment:
     if experiment.name != "alpha":
         return experiment
     cells = tuple(c for c in experiment.cells if float(c.name.split("_", 1)[1]) in QUICK_ALPHAS)
-    return Experiment(experiment.name, experiment.title, experiment.paper, cells, experiment.profile,
-                      experiment.kind, experiment.note)
+    return dataclasses.replace(experiment, cells=cells)

@@ -238,7 +238,10 @@ def train_student(
     """Train the student on STUDENT_DATASET_SCHEMA days (or plain sample days when `distill` is None).
 
     With `distill=None` (the baseline) only the main tower's task loss is trained: the served
-    architecture is identical, only the supervision differs.
+    architecture is identical, only the supervision differs. Days may hold soft-label rows of the
+    teacher's stream (`student_row` False): a batch then holds `batch_size` of the student's own rows
+    on average plus the day's share of soft-label rows, so an epoch takes as many steps as the
+    baseline's and the task losses see the same rows per step.
     """
     torch.manual_seed(seed)
     stats = TrainStats()
@@ -254,11 +257,17 @@ def train_student(
             tensors = frame_to_tensors(load(), history_len, compact_history=True)
             if epoch == 0:
                 tracker.day_rows.append(len(tensors))
-            for idx in _batches(len(tensors), batch_size, _shuffle_seed(seed, epoch, day_index)):
+            n_task = int(tensors.task_mask.sum())
+            if distill is None and n_task < len(tensors):  # the baseline never sees soft-label rows
+                tensors = tensors.slice(torch.nonzero(tensors.task_mask).squeeze(1))
+            day_batch = max(1, round(batch_size * len(tensors) / max(n_task, 1)))
+            all_task = n_task == len(tensors)
+            for idx in _batches(len(tensors), day_batch, _shuffle_seed(seed, epoch, day_index)):
                 batch = tensors.slice(idx).to(device)
                 output = model(batch.sparse, batch.dense, batch.history)
                 losses = student_losses(output, batch.label, batch.teacher_logit, batch.sampling,
-                                        batch.teacher_sampling, towers=towers, distill=distill)
+                                        batch.teacher_sampling, towers=towers, distill=distill,
+                                        task_mask=None if all_task else batch.task_mask)
                 optimizer.zero_grad(set_to_none=True)
                 losses.total.backward()
                 _clip(model, grad_clip)

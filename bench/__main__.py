@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         "seeds": seeds,
         "worlds": worlds,
         "headline": previous.get("headline"),
-        "experiments": dict(previous.get("experiments", {})),
+        "experiments": _comparable(previous.get("experiments", {})),
     }
     pool = CellPool(state, jobs=max(1, args.jobs), log=_log)
     try:
@@ -97,6 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     pool.close()
     _log(f"wrote {out / 'transferability.md'} and .json in {results['wall_seconds'] / 60:.1f} min")
     return 0
+
+
+def _comparable(experiments: dict[str, Any]) -> dict[str, Any]:
+    """The earlier invocation's experiments that this protocol still defines and measured the same way
+    (within-day AUC, world-level intervals); results of another protocol are not mixed into the tables."""
+    names = {e.name for e in EXPERIMENTS}
+    return {name: experiment for name, experiment in experiments.items()
+            if name in names and all("auc_aggregation" in cell for cell in experiment["cells"])}
 
 
 def _replicates(experiment: Experiment, worlds: list[int], seeds: list[int]) -> list[tuple[int, int]]:

@@ -84,7 +84,8 @@ def markdown(results: dict[str, Any]) -> str:
     for name, experiment in results["experiments"].items():
         lines += [f"## {experiment['title']} [{experiment['paper']}] (`ONLY={name}`)", ""]
         reference = next((c["label"] for c in experiment["cells"] if c["name"] == experiment.get("reference")), None)
-        lines += [f"profile `{experiment['profile']}`" + (f". {experiment['note']}" if experiment.get("note") else "")
+        note = experiment.get("note", "").rstrip(".")
+        lines += [f"profile `{experiment['profile']}`" + (f". {note}" if note else "")
                   + (f". Paired differences against **{reference}**." if reference else ""), ""]
         cells = experiment["cells"]
         lines += _table(HEADER, [_row(c) for c in cells])

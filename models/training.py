@@ -5,6 +5,7 @@ shuffled with a generator seeded from (seed, epoch, day index): a rerun with the
 reproduces the same weights on CPU, and one day's shuffle does not depend on other days' sizes.
 """
 
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -23,6 +24,11 @@ from models.losses import student_losses, task_loss
 from models.student import StudentModel
 from recdistill_dagster.config import DistillConfig, OptimConfig, SamplingPolicy, TowerMode
 from recdistill_dagster.data.schema import TEACHER_LOGIT_SCHEMA
+
+LOG = logging.getLogger(__name__)
+ECHO_WARNING = ("teacher records the last of its {epochs} epochs: every recorded logit comes after the teacher "
+                "has already trained on that row's label, so the soft labels echo fitted labels; record_epoch: "
+                "first records predictions on rows not yet trained on")
 
 DayInput = tuple[date, Callable[[], pl.DataFrame]]
 Progress = Callable[[dict[str, Any]], None]
@@ -164,6 +170,8 @@ def train_teacher(
     ordered = sorted(days, key=lambda day_input: day_input[0])
     tracker = _Tracker(stats, epochs, len(ordered), log_every, progress)
     record_at = 0 if record_epoch == "first" else epochs - 1
+    if record and record_at > 0:
+        LOG.warning(ECHO_WARNING.format(epochs=epochs))
     recorded: dict[date, pl.DataFrame] = {}
     step = start_step
     model.train()

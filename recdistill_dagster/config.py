@@ -260,7 +260,7 @@ class TeacherConfig(StrictModel):
     # every logit is a prediction on a row the teacher had not trained on yet, like a streaming
     # day's; "last" echoes labels the teacher has already fitted (seen once while tuning on bench:
     # recorded-logit AUC 0.83-0.84 on the student's rows vs 0.79-0.80 for "first", the teacher's
-    # held-out level; not yet a benchmark cell, so not a reproduced number).
+    # held-out level). "last" logs a warning in the run; the benchmark's `record_epoch` cells compare both.
     record_epoch: Literal["first", "last"] = "first"
     seed: int = 101
 

@@ -23,7 +23,7 @@ def test_selection_and_quick_subset() -> None:
     quick = selected(None, quick=True)
     assert "main" in [e.name for e in quick]
     assert [e.name for e in selected(["alpha"], quick=False)] == ["alpha"]
-    assert len(selected(["alpha"], quick=True)[0].cells) < len(selected(["alpha"], quick=False)[0].cells)
+    assert len(selected(["counter_fed"], quick=True)[0].cells) < len(selected(["counter_fed"], quick=False)[0].cells)
     with pytest.raises(SystemExit, match="unknown experiment"):
         selected(["nope"], quick=False)
 
@@ -67,9 +67,14 @@ def test_cells_share_streams_teacher_and_baseline_and_are_summarized(tmp_path: P
     json.dumps(summary)  # everything is JSON-able
 
     # The headline and a paired cell (default and α = 10 are reused from above).
-    summary, runs = _headline_summary(tmp_path, (0,), HEADLINE_CELLS)
+    summary, runs = _headline_summary(tmp_path, (0,), HEADLINE_CELLS, oracle="oracle")
     assert runs["default"][0].reused and runs["alpha_10"][0].reused
+    assert set(runs["oracle"][0].shared_from) == {"data", "teacher", "student_baseline"}  # the teacher's rows
     head = _headline_checks(summary, runs, n_worlds=1)
+    ceiling = head["ceiling"]
+    assert {"oracle_gain", "oracle_gain_ci", "rho", "eta_star", "bayes_gain"} <= set(ceiling)
+    assert ceiling["rho"]["numerator"] == pytest.approx(head["student_gain"])
+    assert ceiling["oracle_gain"] == pytest.approx(ceiling["auc_oracle_distilled"] - head["auc"]["student_raw"])
     # One world: the seed-level units are its model seeds, and one seed gives no such interval.
     assert head["eta_ci_seed_level"] is None and "model seeds" in head["seed_level_units"]
 
@@ -98,11 +103,14 @@ def _headline_checks(summary: dict, runs: dict, n_worlds: int) -> dict:
                      "machine": {"cpus": 2, "platform": "p", "torch": "t", "dagster": "d"}, "headline": head,
                      "experiments": {"main": summary}})
     assert text.index("teacher gain") < text.index("**η = ")
+    if head["ceiling"]:
+        assert text.index("teacher gain") < text.index("oracle gain G*") < text.index("**η = ")
     json.dumps(summary)
     return head
 
 
-HEADLINE_CELLS = (("default", {}), ("alpha_10", {"students": [{"name": "ranker", "distill": {"alpha": 10.0}}]}))
+HEADLINE_CELLS = (("default", {}), ("alpha_10", {"students": [{"name": "ranker", "distill": {"alpha": 10.0}}]}),
+                  ("oracle", {"students": [{"name": "ranker", "distill": {"source": "oracle"}}]}))
 
 
 def _headline_summary(tmp_path: Path, worlds: tuple[int, ...], cells_of: tuple[tuple[str, dict], ...],

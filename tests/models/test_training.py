@@ -184,3 +184,15 @@ def test_soft_label_rows_keep_the_step_count_and_stay_out_of_the_baseline(vocab)
     assert with_soft.samples == 1200 and with_soft.distill_matched_fraction == 1.0
     baseline = run(day, None)
     assert baseline.steps == 3 and baseline.samples == 300  # the baseline never reads soft-label rows
+
+
+def test_a_teacher_recording_its_last_epoch_warns(vocab, caplog) -> None:
+    frame = make_frame(vocab, 200, seed=13)
+    for record_epoch, warned in (("first", False), ("last", True)):
+        model = TeacherModel(vocab, TEACHER)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="models.training"):
+            train_teacher(model, make_optimizer(model, OptimConfig()), [(DAY1, lambda: frame)], epochs=2,
+                          batch_size=100, record_epoch=record_epoch, start_step=0, seed=0, device=CPU,
+                          grad_clip=None, history_len=16, snapshot_id="t@x")
+        assert ("echo fitted labels" in caplog.text) is warned

@@ -16,7 +16,7 @@ export RECDISTILL_HOME
 export DAGSTER_HOME ?= $(RECDISTILL_HOME)/dagster
 export MPLCONFIGDIR ?= $(CURDIR)/.state/.matplotlib
 
-.PHONY: install install-integrations run test test-integrations scenarios e2e lint validate ui mlflow-ui \
+.PHONY: install install-integrations run test test-bench test-integrations scenarios e2e lint validate ui mlflow-ui \
 	movielens movielens-published clean-state bench-eta bench-perf
 
 # Every pip call takes constraints.txt (exact pins of the whole tree, a matched Dagster set): a fresh
@@ -75,6 +75,9 @@ test-integrations: install-integrations  ## real components: Postgres-backed Dag
 		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
 	fi
 	$(PY) -m pytest -v -m integrations -p no:cacheprovider
+
+test-bench: install  ## the benchmark harnesses end to end at toy sizes (marker `benchmark`)
+	$(PY) -m pytest -q -m benchmark
 
 scenarios: install  ## operational scenarios (kill -9 mid-write, …)
 	$(PY) -m pytest -q -m scenario

@@ -79,8 +79,9 @@ def build_sample_assets(config: PipelineConfig, graph: AssetGraph, partitions: P
 
 def _outcome(config: PipelineConfig, key: str, stream: str, day: date, rows: int, positives: int, url: str,
              base_rate: float, bayes_auc: float | None) -> PartitionOutcome:
+    label_rate = positives / rows if rows else None  # a sparse day can leave a student's sampler nothing
     summary = markdown_table(
-        [("rows", f"{rows:,}"), ("positives", f"{positives:,}"), ("label rate", fmt(positives / rows)),
+        [("rows", f"{rows:,}"), ("positives", f"{positives:,}"), ("label rate", fmt(label_rate)),
          ("unsampled click rate", fmt(base_rate)), ("Bayes-limit AUC (p_true)", fmt(bayes_auc))],
         header=(f"{key} {day}", ""),
     )
@@ -89,7 +90,7 @@ def _outcome(config: PipelineConfig, key: str, stream: str, day: date, rows: int
         metadata={
             "dagster/row_count": rows,
             "positives": positives,
-            "label_rate": MetadataValue.float(positives / rows),
+            "label_rate": MetadataValue.float(label_rate) if label_rate is not None else None,
             "unsampled_click_rate": MetadataValue.float(base_rate),
             "bayes_auc": MetadataValue.float(bayes_auc) if bayes_auc is not None else None,
             "path": MetadataValue.path(url),

@@ -9,7 +9,6 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import mlflow
 from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
@@ -340,7 +339,7 @@ def _register_and_promote(context: AssetExecutionContext, ctx: StageContext, tra
         champion_auc = None
         if holder is not None and holder.version != version.version:
             try:
-                served = mlflow.pytorch.load_model(f"models:/{name}@{CHAMPION_ALIAS}")
+                served = tracking.load_alias(student.name, CHAMPION_ALIAS)
                 champion_auc = served_auc(ctx, student, day, served)
             except Exception as exc:  # e.g. the configured architecture changed: the rule then keeps the champion
                 context.log.warning(f"{name}: champion v{holder.version} could not be scored on {report.eval_day} "

@@ -129,6 +129,12 @@ class MlflowTracking(ConfigurableResource):
         """One registered model per student and profile: `recdistill-<profile>-<student>`."""
         return f"{self.experiment_name}-{student}"
 
+    def load_alias(self, student: str, alias: str) -> torch.nn.Module:
+        """The served tower a registry alias points at (`models:/<name>@<alias>`), loaded for scoring."""
+        self._client()  # sets the tracking URI the models:/ scheme resolves against
+        module: torch.nn.Module = mlflow.pytorch.load_model(f"models:/{self.registered_model_name(student)}@{alias}")
+        return module
+
     def run_url(self, run_id: str) -> str | None:
         """The run's page in the MLflow UI when the store is a server (http/https); None for SQLite."""
         if not self.tracking_uri.startswith(("http://", "https://")):

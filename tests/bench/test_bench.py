@@ -28,7 +28,7 @@ def test_selection_and_quick_subset() -> None:
         selected(["nope"], quick=False)
 
 
-@pytest.mark.integration
+@pytest.mark.benchmark
 def test_cells_share_streams_teacher_and_baseline_and_are_summarized(tmp_path: Path, monkeypatch) -> None:
     from dagster import AssetKey, DagsterInstance
 

@@ -49,7 +49,7 @@ def test_presets_are_valid_and_quick_is_smaller() -> None:
         PerfPlan.model_validate({**quick.model_dump(), "unknown_knob": 1})
 
 
-@pytest.mark.integration
+@pytest.mark.benchmark
 def test_harness_writes_every_key_with_sane_numbers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 

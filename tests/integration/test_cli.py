@@ -30,6 +30,7 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "state"
 
 
+@pytest.mark.scenario  # two CLI runs on a fresh instance: minutes, so with the scenarios
 def test_a_failure_is_one_paragraph_and_a_range_records_days(state: Path, capsys: pytest.CaptureFixture) -> None:
     # The first streaming day before the batch partition exists: its data is written, its training fails.
     assert main(["backfill", "2026-01-03", "2026-01-03", "--profile", "tiny"]) == 1

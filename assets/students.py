@@ -182,6 +182,8 @@ def _dataset_outcome(context: AssetExecutionContext, ctx: StageContext, keys: St
         [("rows", f"{stats['n_rows']:,}"), ("with teacher logit", f"{stats['n_matched']:,}"),
          ("join coverage", fmt(stats["coverage"])), ("label rate (matched)", fmt(stats["matched_label_rate"])),
          ("label rate (unmatched)", fmt(stats["unmatched_label_rate"])),
+         ("soft-label rows of the teacher's stream", f"{stats.get('n_soft_label_rows', 0):,}"),
+         ("soft labels from", ctx.config.student(manifest.student).distill.source),
          ("teacher snapshots", ", ".join(f"`{s}`" for s in snapshots) or "—")],
         header=(f"{keys.dataset} {day}", ""),
     )
@@ -200,6 +202,7 @@ def _dataset_outcome(context: AssetExecutionContext, ctx: StageContext, keys: St
             "join_coverage": MetadataValue.float(float(stats["coverage"])),
             "matched_label_rate": stats["matched_label_rate"],
             "unmatched_label_rate": stats["unmatched_label_rate"],
+            "soft_label_rows": stats.get("n_soft_label_rows", 0),
             "days": ", ".join(d.isoformat() for d in manifest.days),
             "files": MetadataValue.json(manifest.urls),
             "summary": MetadataValue.md(summary),

@@ -1,4 +1,4 @@
-"""Transferability benchmark: `python -m bench [--quick] [--only main,alpha] [--seeds 3]`.
+"""Transferability benchmark: `python -m bench [--quick] [--only main,alpha] [--worlds 3] [--seeds 1]`.
 
 Runs every cell of the selected experiments through the real asset graph (Dagster,
 `execute_in_process` per partition; see bench/runner.py) for each seed, then writes
@@ -18,9 +18,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.experiments import EXPERIMENTS, QUICK_OVERRIDES, Experiment, selected
+from bench.experiments import (
+    DEFAULT_SEEDS,
+    DEFAULT_WORLDS,
+    EXPERIMENTS,
+    HEADLINE_EXPERIMENT,
+    QUICK_OVERRIDES,
+    Cell,
+    Experiment,
+    selected,
+)
 from bench.pool import CellPool
-from bench.report import main_entry, write
+from bench.report import write
+from bench.runner import n_worlds, world_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,7 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="reduced calendar and volume (minutes)")
     parser.add_argument("--only", default="", help="comma-separated experiment names "
                         f"({', '.join(e.name for e in EXPERIMENTS)})")
-    parser.add_argument("--seeds", type=int, default=3, help="training seeds per cell (≥ 3 for the η interval)")
+    parser.add_argument("--worlds", type=int, default=DEFAULT_WORLDS,
+                        help="independent synthetic worlds (data seeds) per cell: the units of the intervals")
+    parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
+                        help="model seeds per world (they score the same rows)")
     parser.add_argument("--out", default=None, help="results folder (default bench/results[/quick])")
     parser.add_argument("--state", default=None, help="state folder of the cells (default .state/bench-eta[-quick])")
     parser.add_argument("--boot", type=int, default=None, help="bootstrap replicates (default: the profile's)")
@@ -59,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     only = [n for n in args.only.split(",") if n]
     experiments = selected(only, quick)
     seeds = list(range(args.seeds))
+    worlds = list(range(args.worlds))
 
     previous: dict[str, Any] = {}
     if (out / "transferability.json").exists():
@@ -70,12 +84,13 @@ def main(argv: list[str] | None = None) -> int:
         "quick": quick,
         "machine": _machine(),
         "seeds": seeds,
-        "main": previous.get("main"),
-        "experiments": dict(previous.get("experiments", {})),
+        "worlds": worlds,
+        "headline": previous.get("headline"),
+        "experiments": _comparable(previous.get("experiments", {})),
     }
     pool = CellPool(state, jobs=max(1, args.jobs), log=_log)
     try:
-        _run(pool, experiments, seeds, quick, args.boot, results, out)
+        _run(pool, experiments, worlds, seeds, quick, args.boot, results, out)
     except BaseException:
         pool.close(cancel=True)
         raise
@@ -84,40 +99,51 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run(pool: CellPool, experiments: list[Experiment], seeds: list[int], quick: bool, boot: int | None,
-         results: dict[str, Any], out: Path) -> None:
-    from bench.aggregate import summarize_cell
-    from recdistill_dagster.config import deep_merge, load_config
+def _comparable(experiments: dict[str, Any]) -> dict[str, Any]:
+    """The earlier invocation's experiments that this protocol still defines and measured the same way
+    (within-day AUC, world-level intervals); results of another protocol are not mixed into the tables."""
+    names = {e.name for e in EXPERIMENTS}
+    return {name: experiment for name, experiment in experiments.items()
+            if name in names and all("auc_aggregation" in cell for cell in experiment["cells"])}
+
+
+def _replicates(experiment: Experiment, worlds: list[int], seeds: list[int]) -> list[tuple[int, int]]:
+    """(world, model seed) pairs of an experiment: every cell of it runs on the same ones (so cells pair)."""
+    n = n_worlds(experiment.profile, len(worlds))
+    if experiment.max_worlds is not None:
+        n = min(n, experiment.max_worlds)
+    return [(w, s) for w in worlds[:n] for s in seeds]
+
+
+def _run(pool: CellPool, experiments: list[Experiment], worlds: list[int], seeds: list[int], quick: bool,
+         boot: int | None, results: dict[str, Any], out: Path) -> None:
+    from bench.aggregate import summarize_experiment
+    from recdistill_dagster.config import deep_merge
+
+    def overrides_of(experiment: Experiment, cell: Cell, world: int) -> dict[str, Any]:
+        profile_overrides = QUICK_OVERRIDES.get(experiment.profile, {}) if quick else {}
+        return deep_merge(deep_merge(profile_overrides, cell.overrides), world_overrides(experiment.profile, world))
 
     started = time.monotonic()
     for experiment in experiments:
-        profile_overrides = QUICK_OVERRIDES.get(experiment.profile, {}) if quick else {}
         for cell in experiment.cells:
-            overrides = deep_merge(profile_overrides, cell.overrides)
-            for seed in seeds:
-                pool.submit(cell.name, experiment.profile, overrides, seed, is_default=not cell.overrides)
+            for world, seed in _replicates(experiment, worlds, seeds):
+                pool.submit(cell.name, experiment.profile, overrides_of(experiment, cell, world), seed,
+                            is_default=not cell.overrides)
     pool.start()
     for experiment in experiments:
         _log(f"experiment {experiment.name}: {experiment.title}")
         t0 = time.monotonic()
-        profile_overrides = QUICK_OVERRIDES.get(experiment.profile, {}) if quick else {}
-        cells = []
-        for cell in experiment.cells:
-            overrides = deep_merge(profile_overrides, cell.overrides)
-            runs = [pool.result(experiment.profile, overrides, seed) for seed in seeds]
-            n_boot = boot or load_config(experiment.profile, overrides=overrides).eval.bootstrap_samples
-            summary = summarize_cell(runs, n_boot=n_boot)
-            summary.update(name=cell.name, label=cell.title)
-            cells.append(summary)
-            _log(f"  {cell.title}: η {summary['eta']} {summary['eta_ci']}, teacher gain "
-                 f"{summary['teacher_gain']:.4f}, student gain {summary['student_gain']:.4f}")
-        results["experiments"][experiment.name] = {
-            "title": experiment.title, "paper": experiment.paper, "profile": experiment.profile,
-            "kind": experiment.kind, "note": experiment.note, "cells": cells,
-            "wall_seconds": time.monotonic() - t0,
-        }
-        if experiment.name == "main":
-            results["main"] = main_entry(experiment.profile, cells[0])
+        runs = {cell.name: [pool.result(experiment.profile, overrides_of(experiment, cell, world), seed)
+                            for world, seed in _replicates(experiment, worlds, seeds)]
+                for cell in experiment.cells}
+        summary = summarize_experiment(experiment, runs, n_boot=boot)
+        for cell in summary["cells"]:
+            _log(f"  {cell['label']}: teacher gain {cell['teacher_gain']:.4f}, student gain "
+                 f"{cell['student_gain']:.4f}, η {cell['eta']} {cell['eta_ci']}")
+        results["experiments"][experiment.name] = {**summary, "wall_seconds": time.monotonic() - t0}
+        if experiment.name == HEADLINE_EXPERIMENT:
+            results["headline"] = summary["headline"]
         results["wall_seconds"] = time.monotonic() - started
         results["not_run"] = [e.name for e in EXPERIMENTS if e.name not in results["experiments"]]
         write(results, out)

@@ -7,28 +7,6 @@ from typing import Any
 from recdistill_dagster.report.text import fmt, fmt_ci
 
 
-def main_entry(profile: str, cell: dict[str, Any]) -> dict[str, Any]:
-    """The `main` block of the JSON (the schema issue 4 asks for, plus the AUCs and the ceiling)."""
-    return {
-        "profile": profile,
-        "eta": cell["eta"],
-        "eta_ci": cell["eta_ci"],
-        "teacher_gain": cell["teacher_gain"],
-        "teacher_gain_ci": cell["teacher_gain_ci"],
-        "student_gain": cell["student_gain"],
-        "student_gain_ci": cell["student_gain_ci"],
-        "teacher_gain_significant": cell["teacher_gain_significant"],
-        "param_ratio": cell["params"]["ratio"],
-        "params": cell["params"],
-        "auc": cell["auc"],
-        "bayes_auc": cell["auc"].get("bayes"),
-        "eta_aux_tower": cell["eta_aux_tower"],
-        "seeds": cell["seeds"],
-        "n_eval_rows": cell["n_eval_rows"],
-        "wall_seconds": cell["wall_seconds"],
-    }
-
-
 def write(results: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "transferability.json.tmp"
@@ -45,20 +23,35 @@ def _eta(cell: dict[str, Any]) -> str:
     return f"{cell['eta']:.2f} {fmt_ci(cell['eta_ci'], 2)}"
 
 
+def _gain(value: float | None, ci: list[float] | None) -> str:
+    return f"{fmt(value)} {fmt_ci(ci)}"
+
+
+def _delta(cell: dict[str, Any]) -> str:
+    """The cell against its experiment's reference, paired: Δ student gain [CI]; Δη [CI]."""
+    paired = cell.get("vs_reference")
+    if not paired:
+        return "—"
+    eta = "" if paired["value"] is None else f"; Δη {paired['value']:+.2f} {fmt_ci(paired['ci'], 2)}"
+    return f"{paired['numerator']:+.4f} {fmt_ci(paired['numerator_ci'])}{eta}"
+
+
 def _row(cell: dict[str, Any]) -> list[str]:
     auc = cell["auc"]
     params = cell["params"]
     return [
-        cell["label"], _eta(cell), f"{fmt(cell['teacher_gain'])} {fmt_ci(cell['teacher_gain_ci'])}",
-        f"{fmt(cell['student_gain'])} {fmt_ci(cell['student_gain_ci'])}", fmt(auc.get("teacher")),
-        fmt(auc.get("student_raw")), fmt(auc.get("student_distill")), fmt(auc.get("student_aux")),
-        fmt(auc.get("bayes")), f"{params['student']:,} / {params['teacher']:,} (1:{1 / params['ratio']:.1f})",
-        ",".join(str(s) for s in cell["seeds"]), f"{cell['wall_seconds'] / 60:.1f}",
+        cell["label"], _gain(cell["teacher_gain"], cell["teacher_gain_ci"]),
+        _gain(cell["student_gain"], cell["student_gain_ci"]), _eta(cell), fmt_ci(cell["eta_ci_seed_level"], 2),
+        _delta(cell), fmt(auc.get("teacher")), fmt(auc.get("student_raw")), fmt(auc.get("student_distill")),
+        fmt(auc.get("student_aux")), fmt(auc.get("bayes")),
+        f"{params['served']:,} / {params['teacher']:,} (1:{1 / params['ratio']:.1f})",
+        f"{cell['wall_seconds'] / 60:.1f}",
     ]
 
 
-HEADER = ["cell", "η [95% CI]", "teacher gain [CI]", "student gain [CI]", "AUC teacher", "AUC raw",
-          "AUC distilled", "AUC aux", "Bayes AUC", "params S / T (ratio)", "seeds", "train min"]
+HEADER = ["cell", "teacher gain [CI]", "student gain [CI]", "η [CI]", "η seed-level (Fieller)",
+          "vs reference: Δ student gain [CI]; Δη [CI]", "AUC teacher", "AUC raw", "AUC distilled", "AUC aux",
+          "Bayes AUC", "params S (served) / T", "train min"]
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -74,24 +67,26 @@ def markdown(results: dict[str, Any]) -> str:
     lines += [f"Machine: {machine['cpus']} CPU(s), {machine['platform']}, torch {machine['torch']}, "
               f"dagster {machine['dagster']}. Wall time of this invocation: "
               f"{results['wall_seconds'] / 60:.1f} min (cells reused from earlier invocations are not "
-              "re-trained; `train min` is each cell's own training time summed over seeds).", ""]
-    lines += ["η = (AUC distilled − AUC raw) / (AUC teacher − AUC raw), all models after day d scored on the "
-              "unsampled log of day d+1 (progressive validation), pooled over every report day. Gains are "
-              "means over seeds; the 95% interval is a two-level bootstrap (seeds resampled with "
-              "replacement, then paired Poisson row weights within each seed). `AUC aux` is the training-only "
-              "auxiliary tower; the served model is the main tower (`AUC distilled`).", ""]
-    main = results.get("main")
-    if main:
-        lines += ["## Main result", "",
-                  f"profile `{main['profile']}`: **η = {fmt(main['eta'], 3)} {fmt_ci(main['eta_ci'], 3)}**, "
-                  f"teacher gain {fmt(main['teacher_gain'])} {fmt_ci(main['teacher_gain_ci'])}, student gain "
-                  f"{fmt(main['student_gain'])} {fmt_ci(main['student_gain_ci'])}, student:teacher parameters "
-                  f"{main['param_ratio']:.3f} (1:{1 / main['param_ratio']:.1f}), seeds {main['seeds']}, "
-                  f"{main['n_eval_rows']:,} evaluation rows in all.", ""]
+              "re-trained; `train min` is each cell's own training time summed over its runs).", ""]
+    lines += ["Every model after day d is scored on the unsampled log of day d+1 (progressive validation). AUC is "
+              "computed within each report day and averaged over the days (`mean_daily_auc`; pooling days would "
+              "reward day-to-day calibration, so pooled AUC is only a secondary number in the JSON). Gains are "
+              "means over worlds (independent synthetic worlds: their own users, items, clicks and evaluation "
+              "rows) of the means over model seeds. 95% intervals: a hierarchical bootstrap (worlds resampled, "
+              "one Poisson row-weight vector per drawn world shared by every model and model seed that scored its "
+              "rows) and, beside it, a seed-level interval over the worlds (Student t on gains, Fieller on "
+              "ratios). Differences between cells that share teacher, baseline and rows are paired "
+              "(`vs reference`). `AUC aux` is the training-only auxiliary tower; the served model is the main "
+              "tower (`AUC distilled`).", ""]
+    headline = results.get("headline")
+    if headline:
+        lines += _headline(headline)
     for name, experiment in results["experiments"].items():
         lines += [f"## {experiment['title']} [{experiment['paper']}] (`ONLY={name}`)", ""]
-        lines += [f"profile `{experiment['profile']}`" + (f". {experiment['note']}" if experiment.get("note") else ""),
-                  ""]
+        reference = next((c["label"] for c in experiment["cells"] if c["name"] == experiment.get("reference")), None)
+        note = experiment.get("note", "").rstrip(".")
+        lines += [f"profile `{experiment['profile']}`" + (f". {note}" if note else "")
+                  + (f". Paired differences against **{reference}**." if reference else ""), ""]
         cells = experiment["cells"]
         lines += _table(HEADER, [_row(c) for c in cells])
         lines.append("")
@@ -100,18 +95,54 @@ def markdown(results: dict[str, Any]) -> str:
             lines += _alpha(cells)
         if kind == "streaming":
             lines += _streaming(cells)
-        if kind == "calibration":
-            lines += _winner(cells)
         if kind == "calibration" or name == "main":
             lines += _calibration(cells)
         if kind == "capacity":
             lines += _capacity(cells)
         per_seed = [[c["label"], *[_seed(s) for s in c["per_seed"]]] for c in cells]
-        lines += ["<details><summary>per seed: η (teacher gain, student gain)</summary>", "",
-                  *_table(["cell", *[f"seed {s}" for s in cells[0]["seeds"]]], per_seed), "", "</details>", ""]
+        runs = [f"{s['world'].split(' · ')[0]}, model seed {s['seed']}" for s in cells[0]["per_seed"]]
+        lines += ["<details><summary>per run: η (teacher gain, student gain)</summary>", "",
+                  *_table(["cell", *runs], per_seed), "", "</details>", ""]
     if results.get("not_run"):
         lines += ["## Not run in this invocation", "", *[f"- `{n}`" for n in results["not_run"]], ""]
     return "\n".join(lines) + "\n"
+
+
+def _headline(h: dict[str, Any]) -> list[str]:
+    """Absolute gains and the ceiling first, then η; intervals beside every number."""
+    auc = h["auc"]
+    lines = ["## Headline", "",
+             f"profile `{h['profile']}`, worlds {h['world_seeds']} × model seeds {h['model_seeds']}, "
+             f"{h['n_distinct_eval_rows']:,} distinct evaluation rows, AUC aggregation `{h['auc_aggregation']}`.", "",
+             "| quantity | value | 95% CI (hierarchical bootstrap) | 95% CI (seed level) |", "|---|---|---|---|",
+             f"| teacher gain (AUC teacher − AUC raw student) | {fmt(h['teacher_gain'])} "
+             f"| {fmt_ci(h['teacher_gain_ci'])} | {fmt_ci(h['teacher_gain_ci_seed_level'])} |",
+             f"| distillation gain (AUC distilled − AUC raw) | {fmt(h['student_gain'])} "
+             f"| {fmt_ci(h['student_gain_ci'])} | {fmt_ci(h['student_gain_ci_seed_level'])} |"]
+    ceiling = h.get("ceiling")
+    if ceiling:
+        rho = ceiling["rho"]
+        lines += [f"| oracle gain G* (distilled from p_true − raw) | {fmt(ceiling['oracle_gain'])} "
+                  f"| {fmt_ci(ceiling['oracle_gain_ci'])} | {fmt_ci(ceiling['oracle_gain_ci_seed_level'])} |",
+                  f"| ρ = distillation gain / G* | {fmt(rho['value'], 3)} | {fmt_ci(rho['ci'], 3)} "
+                  f"| {fmt_ci(rho['ci_seed_level'], 3)} |"]
+        if ceiling.get("eta_star"):
+            star = ceiling["eta_star"]
+            lines += [f"| Bayes gain (AUC p_true − raw) | {fmt(ceiling['bayes_gain'])} | | |",
+                      f"| η* = G* / Bayes gain | {fmt(star['value'], 3)} | {fmt_ci(star['ci'], 3)} "
+                      f"| {fmt_ci(star['ci_seed_level'], 3)} |"]
+    lines += [f"| **η = distillation gain / teacher gain** | **{fmt(h['eta'], 3)}** | {fmt_ci(h['eta_ci'], 3)} "
+              f"| {fmt_ci(h['eta_ci_seed_level'], 3)} |",
+              f"| served student (backbone + main tower) / teacher parameters | {h['param_ratio']:.3f} "
+              f"(1:{1 / h['param_ratio']:.1f}; {h['params']['served']:,} / {h['params']['teacher']:,}) | | |",
+              "",
+              f"AUC (within-day): teacher {fmt(auc.get('teacher'))}, raw student {fmt(auc.get('student_raw'))}, "
+              f"distilled {fmt(auc.get('student_distill'))}"
+              + (f", distilled from the oracle {fmt(ceiling['auc_oracle_distilled'])}" if ceiling else "")
+              + f", Bayes (p_true) {fmt(auc.get('bayes'))}. Seed-level intervals over {h['seed_level_units']}.", ""]
+    if h.get("eta_note"):
+        lines += [f"η: {h['eta_note']}", ""]
+    return lines
 
 
 def _seed(s: dict[str, Any]) -> str:
@@ -166,15 +197,3 @@ def _capacity(cells: list[dict[str, Any]]) -> list[str]:
     rows = [[c["label"], f"{c['params']['student']:,}", f"{c['params']['ratio']:.3f}", _eta(c)] for c in cells]
     return ["Student size (the teacher is the same in every row):", "",
             *_table(["student", "parameters", "student / teacher", "η"], rows), ""]
-
-
-def _winner(cells: list[dict[str, Any]]) -> list[str]:
-    """Which variant transfers most, and its margin over the runner-up (gains are paired: same rows)."""
-    ranked = sorted((c for c in cells if c["eta"] is not None), key=lambda c: c["eta"], reverse=True)
-    if len(ranked) < 2:
-        return []
-    best, second = ranked[0], ranked[1]
-    return [f"Highest η: **{best['label']}**, η {_eta(best)}, ahead of {second['label']} ({_eta(second)}) by "
-            f"Δη = {best['eta'] - second['eta']:+.2f} and a student gain larger by "
-            f"{best['student_gain'] - second['student_gain']:+.4f} AUC. Lowest: {ranked[-1]['label']} "
-            f"({_eta(ranked[-1])}).", ""]

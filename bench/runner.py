@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from recdistill_dagster import layout
-from recdistill_dagster.config import PipelineConfig, deep_merge, load_config
+from recdistill_dagster.config import PipelineConfig, SyntheticWorldConfig, deep_merge, load_config
 from recdistill_dagster.graph import GROUP_TEACHER, StudentKeys
 from recdistill_dagster.home import DAGSTER_YAML
 
@@ -39,13 +39,30 @@ DONE = "bench-cell.json"
 
 
 def seed_overrides(seed: int) -> dict[str, Any]:
-    """Seed s re-initializes and re-shuffles both models; the world and evaluation stay fixed."""
+    """Model seed s re-initializes and re-shuffles both models; the world and evaluation stay fixed."""
     if seed == 0:
         return {}
     return {"teacher": {"seed": 101 + 1000 * seed}, "students": [{"name": STUDENT, "seed": 202 + 1000 * seed}]}
 
 
-def _digest(payload: Any) -> str:
+def world_overrides(profile: str, world: int) -> dict[str, Any]:
+    """World w of a synthetic profile: its generator seeded `data.seed + w`, so every world has its own
+    users, items, clicks and evaluation rows (the independent units of the benchmark's intervals).
+    World 0 is the profile's own world; a real dataset has only that one."""
+    if world == 0:
+        return {}
+    data = load_config(profile).data
+    if not isinstance(data, SyntheticWorldConfig):
+        raise ValueError(f"profile {profile!r} reads a fixed dataset: it has world 0 only")
+    return {"data": {"seed": data.seed + world}}
+
+
+def n_worlds(profile: str, requested: int) -> int:
+    """How many worlds a profile can provide: `requested` for a synthetic world, 1 for a real dataset."""
+    return requested if isinstance(load_config(profile).data, SyntheticWorldConfig) else 1
+
+
+def digest(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -54,13 +71,13 @@ def share_keys(config: PipelineConfig) -> dict[str, str]:
     # The streams depend on each student's sampling policy only (a stream per student), not on its model.
     dumped["students"] = [{"name": s["name"], "enabled": s["enabled"], "sampling": s["sampling"]}
                           for s in dumped["students"]]
-    data = _digest({k: dumped[k] for k in DATA_SECTIONS})
+    data = digest({k: dumped[k] for k in DATA_SECTIONS})
     spec = config.student(STUDENT).model_dump(mode="json")
     student = {k: spec[k] for k in BASELINE_STUDENT_KEYS}
     return {
         "data": data,
-        "teacher": _digest([data, *(dumped[k] for k in TEACHER_SECTIONS), dumped["runtime"]]),
-        "student_baseline": _digest([data, student, dumped["runtime"]]),
+        "teacher": digest([data, *(dumped[k] for k in TEACHER_SECTIONS), dumped["runtime"]]),
+        "student_baseline": digest([data, student, dumped["runtime"]]),
     }
 
 
@@ -132,7 +149,7 @@ def cell_identity(profile: str, overrides: dict[str, Any], seed: int) -> tuple[d
     fixed = deep_merge(REPORT_BOOTSTRAP, only_the_measured_student(profile))
     merged = deep_merge(deep_merge(deep_merge(fixed, overrides), fixed), seed_overrides(seed))
     config = load_config(profile, overrides=merged)
-    return merged, config, _digest([profile, config.model_dump(mode="json")])
+    return merged, config, digest([profile, config.model_dump(mode="json")])
 
 
 def worker_init() -> None:

@@ -1,7 +1,8 @@
 """Polars frames (SAMPLE_SCHEMA / STUDENT_DATASET_SCHEMA) → model tensors.
 
 Sample frames have no teacher columns; their teacher logit and teacher sampling come out NaN, which
-the distillation loss treats as "no teacher signal". Everything is vectorized: the history list
+the distillation loss treats as "no teacher signal". A frame without a `student_row` column is all
+task rows. Everything is vectorized: the history list
 column is read through its arrow offsets, with no per-row Python.
 """
 
@@ -17,6 +18,7 @@ from recdistill_dagster.data.schema import (
     PADDING_ITEM,
     SAMPLING_COLUMNS,
     SPARSE_FEATURES,
+    STUDENT_ROW,
     TEACHER_SAMPLING_COLUMNS,
 )
 
@@ -31,6 +33,9 @@ class FeatureTensors:
     sampling: torch.Tensor  # (B, 4) float32, SAMPLING_COLUMNS order
     teacher_logit: torch.Tensor  # (B,) float32, NaN where the teacher has no logit
     teacher_sampling: torch.Tensor  # (B, 4) float32, TEACHER_SAMPLING_COLUMNS order, NaN where absent
+    # (B,) bool: rows of the student's own stream (task loss); False for rows only the teacher's stream
+    # holds, which carry a soft label and train the distillation loss only.
+    task_mask: torch.Tensor
 
     def __len__(self) -> int:
         return int(self.sparse.shape[0])
@@ -47,6 +52,7 @@ class FeatureTensors:
             sampling=self.sampling[idx],
             teacher_logit=self.teacher_logit[idx],
             teacher_sampling=self.teacher_sampling[idx],
+            task_mask=self.task_mask[idx],
         )
 
     index = slice
@@ -61,6 +67,7 @@ class FeatureTensors:
             sampling=self.sampling.to(device),
             teacher_logit=self.teacher_logit.to(device),
             teacher_sampling=self.teacher_sampling.to(device),
+            task_mask=self.task_mask.to(device),
         )
 
 
@@ -120,6 +127,10 @@ def frame_to_tensors(frame: pl.DataFrame, history_len: int, *,
     else:
         teacher_logit = torch.full((frame.height,), float("nan"))
     history = history_matrix(frame["history"], history_len, np.int32 if compact_history else np.int64)
+    if STUDENT_ROW in frame.columns:
+        task_mask = torch.from_numpy(frame[STUDENT_ROW].fill_null(True).to_numpy().astype(bool))
+    else:
+        task_mask = torch.ones(frame.height, dtype=torch.bool)
     return FeatureTensors(
         sample_id=frame["sample_id"].to_numpy().astype(np.int64),
         sparse=torch.from_numpy(_writable(sparse, np.int64)),
@@ -129,4 +140,5 @@ def frame_to_tensors(frame: pl.DataFrame, history_len: int, *,
         sampling=_float_matrix(frame, SAMPLING_COLUMNS),
         teacher_logit=teacher_logit,
         teacher_sampling=_float_matrix(frame, TEACHER_SAMPLING_COLUMNS),
+        task_mask=task_mask,
     )

@@ -23,9 +23,13 @@ TOWER_MODES: tuple[TowerMode, ...] = (
 )
 
 
-def task_loss(logit: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-    """Mean BCE on the ground truth: (B,), (B,) → scalar."""
-    return F.binary_cross_entropy_with_logits(logit, label)
+def task_loss(logit: torch.Tensor, label: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean BCE on the ground truth: (B,), (B,) → scalar; with a (B,) bool mask, over its rows only
+    (0, still in the graph, when it selects none)."""
+    if mask is None:
+        return F.binary_cross_entropy_with_logits(logit, label)
+    per_row = F.binary_cross_entropy_with_logits(logit, label, reduction="none")
+    return (per_row * mask).sum() / mask.sum().clamp(min=1)
 
 
 def soft_bce_with_logits(student_logit: torch.Tensor, teacher_logit: torch.Tensor) -> torch.Tensor:
@@ -77,7 +81,7 @@ class StudentLosses:
 
 def student_losses(output: StudentOutput, label: torch.Tensor, teacher_logit: torch.Tensor,
                    student_sampling: torch.Tensor, teacher_sampling: torch.Tensor, *, towers: TowerMode,
-                   distill: DistillConfig | None) -> StudentLosses:
+                   distill: DistillConfig | None, task_mask: torch.Tensor | None = None) -> StudentLosses:
     """Combine losses for a tower variant (paper Table 5); the served main tower is the same in all.
 
     decoupled_mixed:   main = task,  aux = task + α·distill   (default)
@@ -85,13 +89,15 @@ def student_losses(output: StudentOutput, label: torch.Tensor, teacher_logit: to
     single_mixed:      main = task + α·distill
     single_distill:    main = distill                        (α would only rescale the only loss)
     distill=None (the baseline): main = task; an aux tower, if built, gets no loss.
+    `task_mask` (B,) bool: the rows of the student's own stream; the task losses use only those,
+    the distillation loss every row with a teacher logit (soft-label rows of the teacher's stream).
 
     In decoupled_distill α is kept on the aux loss: the aux tower's gradient reaches the shared
     backbone next to the main task loss, and α sets that balance just as in decoupled_mixed (the
     distill loss can be orders of magnitude smaller than the task loss), so the two decoupled modes
     differ only by the aux task term.
     """
-    main_task = task_loss(output.main_logit, label)
+    main_task = task_loss(output.main_logit, label, task_mask)
     if distill is None:
         return StudentLosses(main_task, main_task, None, None, 0)
     if towers.startswith("decoupled"):
@@ -104,7 +110,7 @@ def student_losses(output: StudentOutput, label: torch.Tensor, teacher_logit: to
                       mode=distill.teacher_target, temperature=distill.temperature)
     alpha = distill.alpha
     if towers == "decoupled_mixed":
-        aux_task = task_loss(head, label)
+        aux_task = task_loss(head, label, task_mask)
         total = main_task + aux_task + alpha * kd.loss
         return StudentLosses(total, main_task, aux_task, kd.loss, kd.n_matched)
     if towers in ("decoupled_distill", "single_mixed"):

@@ -5,6 +5,7 @@ shuffled with a generator seeded from (seed, epoch, day index): a rerun with the
 reproduces the same weights on CPU, and one day's shuffle does not depend on other days' sizes.
 """
 
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -23,6 +24,11 @@ from models.losses import student_losses, task_loss
 from models.student import StudentModel
 from recdistill_dagster.config import DistillConfig, OptimConfig, SamplingPolicy, TowerMode
 from recdistill_dagster.data.schema import TEACHER_LOGIT_SCHEMA
+
+LOG = logging.getLogger(__name__)
+ECHO_WARNING = ("teacher records the last of its {epochs} epochs: every recorded logit comes after the teacher "
+                "has already trained on that row's label, so the soft labels echo fitted labels; record_epoch: "
+                "first records predictions on rows not yet trained on")
 
 DayInput = tuple[date, Callable[[], pl.DataFrame]]
 Progress = Callable[[dict[str, Any]], None]
@@ -164,6 +170,8 @@ def train_teacher(
     ordered = sorted(days, key=lambda day_input: day_input[0])
     tracker = _Tracker(stats, epochs, len(ordered), log_every, progress)
     record_at = 0 if record_epoch == "first" else epochs - 1
+    if record and record_at > 0:
+        LOG.warning(ECHO_WARNING.format(epochs=epochs))
     recorded: dict[date, pl.DataFrame] = {}
     step = start_step
     model.train()
@@ -238,7 +246,10 @@ def train_student(
     """Train the student on STUDENT_DATASET_SCHEMA days (or plain sample days when `distill` is None).
 
     With `distill=None` (the baseline) only the main tower's task loss is trained: the served
-    architecture is identical, only the supervision differs.
+    architecture is identical, only the supervision differs. Days may hold soft-label rows of the
+    teacher's stream (`student_row` False): a batch then holds `batch_size` of the student's own rows
+    on average plus the day's share of soft-label rows, so an epoch takes as many steps as the
+    baseline's and the task losses see the same rows per step.
     """
     torch.manual_seed(seed)
     stats = TrainStats()
@@ -254,11 +265,17 @@ def train_student(
             tensors = frame_to_tensors(load(), history_len, compact_history=True)
             if epoch == 0:
                 tracker.day_rows.append(len(tensors))
-            for idx in _batches(len(tensors), batch_size, _shuffle_seed(seed, epoch, day_index)):
+            n_task = int(tensors.task_mask.sum())
+            if distill is None and n_task < len(tensors):  # the baseline never sees soft-label rows
+                tensors = tensors.slice(torch.nonzero(tensors.task_mask).squeeze(1))
+            day_batch = max(1, round(batch_size * len(tensors) / max(n_task, 1)))
+            all_task = n_task == len(tensors)
+            for idx in _batches(len(tensors), day_batch, _shuffle_seed(seed, epoch, day_index)):
                 batch = tensors.slice(idx).to(device)
                 output = model(batch.sparse, batch.dense, batch.history)
                 losses = student_losses(output, batch.label, batch.teacher_logit, batch.sampling,
-                                        batch.teacher_sampling, towers=towers, distill=distill)
+                                        batch.teacher_sampling, towers=towers, distill=distill,
+                                        task_mask=None if all_task else batch.task_mask)
                 optimizer.zero_grad(set_to_none=True)
                 losses.total.backward()
                 _clip(model, grad_clip)

@@ -260,13 +260,15 @@ class TeacherConfig(StrictModel):
     # every logit is a prediction on a row the teacher had not trained on yet, like a streaming
     # day's; "last" echoes labels the teacher has already fitted (seen once while tuning on bench:
     # recorded-logit AUC 0.83-0.84 on the student's rows vs 0.79-0.80 for "first", the teacher's
-    # held-out level; not yet a benchmark cell, so not a reproduced number).
+    # held-out level). "last" logs a warning in the run; the benchmark's `record_epoch` cells compare both.
     record_epoch: Literal["first", "last"] = "first"
     seed: int = 101
 
 
 TowerMode = Literal["single_distill", "single_mixed", "decoupled_distill", "decoupled_mixed"]
 TeacherTarget = Literal["none", "teacher_own", "student_raw", "exact"]
+SoftLabelRows = Literal["student_stream", "teacher_stream"]
+SoftLabelSource = Literal["teacher", "oracle"]
 
 
 # The candidate and user terms of the student read these whatever else it drops.
@@ -330,6 +332,13 @@ class DistillConfig(StrictModel):
     teacher_target: TeacherTarget = "exact"
     in_batch_phase: bool = True
     in_streaming: bool = True
+    # Which rows carry the distillation loss: the student's own sampled stream, or the teacher's whole
+    # logged stream (the student's rows plus the ones its sampler dropped, which still have a recorded
+    # teacher logit; they train the distillation loss only, the task losses keep the student's rows).
+    soft_label_rows: SoftLabelRows = "student_stream"
+    # Where the soft labels come from: the teacher's recorded logits, or (synthetic worlds) an oracle
+    # teacher, logit(p_true) moved into the teacher's sampling space: the transfer ceiling G*.
+    source: SoftLabelSource = "teacher"
 
 
 StudentRole = Literal["ranking", "prerank"]
@@ -588,6 +597,10 @@ class PipelineConfig(StrictModel):
                     f"{list(teacher_policy.positive_keep_by_source)}): "
                     "those rows would never have a teacher logit; keep every rate at most the teacher's"
                 )
+        oracles = [s.name for s in self.students if s.distill.source == "oracle"]
+        if oracles and not isinstance(self.data, SyntheticWorldConfig):
+            raise ValueError(f"students[{', '.join(oracles)}].distill.source: oracle needs p_true, which only "
+                             f"the synthetic world has ({self.data.kind} has none)")
         if self.calendar.open_ended and not isinstance(self.data, SyntheticWorldConfig):
             raise ValueError(
                 "calendar.streaming_days: open needs a source that has every day (the synthetic world); "

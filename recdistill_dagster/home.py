@@ -40,6 +40,9 @@ concurrency:
 run_monitoring:
   enabled: true
   free_slots_after_run_end_seconds: 30
+# Warnings of the model code in the run log (a teacher whose recorded logits echo fitted labels).
+python_logs:
+  managed_python_loggers: [models.training]
 """
 
 

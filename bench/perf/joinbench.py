@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 
 from recdistill_dagster import layout
-from recdistill_dagster.data.schema import SAMPLE_SCHEMA, STUDENT_DATASET_SCHEMA, TEACHER_LOGIT_SCHEMA
+from recdistill_dagster.data.schema import SAMPLE_SCHEMA, STUDENT_DATASET_SCHEMA, STUDENT_ROW, TEACHER_LOGIT_SCHEMA
 
 STUDENT = "ranker"
 CHUNK_ROWS = 1_000_000
@@ -158,6 +158,7 @@ def pandas_join(base: Path, day: date) -> dict[str, Any]:
                "teacher_b_s"]
     logits = pd.read_parquet(base / layout.teacher_logits_path(day, day), columns=columns, dtype_backend="pyarrow")
     joined = samples.merge(logits, on="sample_id", how="left", validate="m:1")
+    joined[STUDENT_ROW] = True
     joined = joined[list(STUDENT_DATASET_SCHEMA)]
     output = base / "pandas" / f"{day.isoformat()}.parquet"
     output.parent.mkdir(parents=True, exist_ok=True)

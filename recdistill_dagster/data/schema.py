@@ -47,11 +47,18 @@ TEACHER_LOGIT_SCHEMA: dict[str, pl.DataType] = {
     **{name: pl.Float32() for name in TEACHER_SAMPLING_COLUMNS},
 }
 
+# True for rows of the student's own sampled stream (task loss and distillation); False for rows
+# that only the teacher's stream holds, joined to carry a soft label (distillation only,
+# `distill.soft_label_rows: teacher_stream`). Their sampling columns are the student policy's, the
+# space the teacher logit is moved into.
+STUDENT_ROW = "student_row"
+
 STUDENT_DATASET_SCHEMA: dict[str, pl.DataType] = {
     **SAMPLE_SCHEMA,
     "teacher_logit": pl.Float32(),  # null when the teacher has no logit for the row
     "teacher_snapshot": pl.String(),
     **{name: pl.Float32() for name in TEACHER_SAMPLING_COLUMNS},
+    STUDENT_ROW: pl.Boolean(),
 }
 
 # Columns that must never be null / NaN in a sample table.

@@ -1,6 +1,8 @@
 """Stage: a student's dataset for one training partition: its sampled rows left-joined with the
 teacher's recorded logits (streamed chunk by chunk: scan, join, sink; memory bounded by a chunk, not the
-day), plus a manifest written last.
+day), plus a manifest written last. The student's `distill` settings shape the soft labels: on the
+teacher's whole logged stream (`soft_label_rows: teacher_stream`, extra rows for the distillation loss
+only) and from the teacher or from the oracle (`source: oracle`, the transfer ceiling).
 
 A row without a teacher logit (teacher lag, dropped records) is kept with null teacher columns, so it
 still trains the task loss; coverage and matched/unmatched label rates are reported. Logits of a
@@ -16,10 +18,16 @@ import polars as pl
 from recdistill_dagster import layout
 from recdistill_dagster.calendar import days_of_partition
 from recdistill_dagster.config import JoinConfig, StudentConfig
-from recdistill_dagster.data.join import drop_logit_fraction, join_stats, join_student_dataset_in_chunks
+from recdistill_dagster.data.join import (
+    drop_logit_fraction,
+    join_stats,
+    join_student_dataset_in_chunks,
+    oracle_soft_labels,
+    teacher_stream_soft_label_rows,
+)
 from recdistill_dagster.data.schema import SAMPLE_SCHEMA, STUDENT_DATASET_SCHEMA, check_schema
 from recdistill_dagster.errors import PipelineStepError
-from recdistill_dagster.graph import TEACHER_LOGITS, StudentKeys, partition_ref
+from recdistill_dagster.graph import TEACHER_LOGITS, TEACHER_SAMPLES, StudentKeys, partition_ref
 from recdistill_dagster.registry import SnapshotRegistry
 from recdistill_dagster.stages.chain import Provenance, require_usable_teacher, snapshot_id
 from recdistill_dagster.stages.context import StageContext
@@ -80,6 +88,19 @@ def read_manifest(ctx: StageContext, student: StudentConfig, partition: date, co
     return DatasetManifest.from_json(ctx.store.read_json(path, what=f"dataset manifest {partition}"))
 
 
+def _soft_labelled(ctx: StageContext, student: StudentConfig, day: date, samples: pl.LazyFrame,
+                   logits: pl.LazyFrame) -> pl.LazyFrame:
+    """One day of the dataset (STUDENT_DATASET_SCHEMA): the student's rows ⟕ the logits, plus the
+    teacher-stream rows its sampler dropped (`soft_label_rows: teacher_stream`), with the oracle's
+    values in place of the recorded ones (`source: oracle`)."""
+    joined = join_student_dataset_in_chunks(samples, logits)
+    distill = student.distill
+    if distill.soft_label_rows == "teacher_stream":
+        teacher = ctx.store.scan_parquet(layout.samples_path("teacher", day), what=f"{TEACHER_SAMPLES} {day}")
+        joined = pl.concat([joined, teacher_stream_soft_label_rows(teacher, samples, logits, student.sampling)])
+    return oracle_soft_labels(joined) if distill.source == "oracle" else joined
+
+
 def build_student_dataset(ctx: StageContext, student: StudentConfig, partition: date) -> DatasetManifest:
     """Join each trained day's student rows with the partition's recorded teacher logits."""
     config, store = ctx.config, ctx.store
@@ -91,6 +112,9 @@ def build_student_dataset(ctx: StageContext, student: StudentConfig, partition: 
     logit_paths = {d: layout.teacher_logits_path(partition, d) for d in days}
     require_files(store, logit_paths, TEACHER_LOGITS, consumer,
                   f"materialize teacher_checkpoint/teacher_logits {partition} first")
+    if student.distill.soft_label_rows == "teacher_stream":
+        require_files(store, {d: layout.samples_path("teacher", d) for d in days}, TEACHER_SAMPLES, consumer,
+                      "materialize (or backfill) those data partitions first")
     logits = {d: store.scan_parquet(path, what=f"teacher_logits {d}") for d, path in logit_paths.items()}
     snapshots = sorted(set(pl.concat([frame.select("teacher_snapshot") for frame in logits.values()])
                            .unique().collect()["teacher_snapshot"].drop_nulls().to_list()))
@@ -107,7 +131,7 @@ def build_student_dataset(ctx: StageContext, student: StudentConfig, partition: 
             day_logits = drop_logit_fraction(day_logits.collect(), faults.drop_logit_fraction,
                                              seed=faults.seed + config.calendar.day_index(d)).lazy()
         urls[d.isoformat()] = store.sink_parquet(layout.student_dataset_path(student.name, partition, d),
-                                                 join_student_dataset_in_chunks(samples, day_logits))
+                                                 _soft_labelled(ctx, student, d, samples, day_logits))
     dataset = pl.concat([store.scan_parquet(layout.student_dataset_path(student.name, partition, d)) for d in days])
     check_schema(dataset, STUDENT_DATASET_SCHEMA, table=keys.dataset, partition=partition.isoformat())
     provenance = Provenance(

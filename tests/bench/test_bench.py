@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from bench.experiments import EXPERIMENTS, QUICK_OVERRIDES, selected
@@ -22,7 +23,7 @@ def test_selection_and_quick_subset() -> None:
     quick = selected(None, quick=True)
     assert "main" in [e.name for e in quick]
     assert [e.name for e in selected(["alpha"], quick=False)] == ["alpha"]
-    assert len(selected(["alpha"], quick=True)[0].cells) < len(selected(["alpha"], quick=False)[0].cells)
+    assert len(selected(["counter_fed"], quick=True)[0].cells) < len(selected(["counter_fed"], quick=False)[0].cells)
     with pytest.raises(SystemExit, match="unknown experiment"):
         selected(["nope"], quick=False)
 
@@ -64,6 +65,87 @@ def test_cells_share_streams_teacher_and_baseline_and_are_summarized(tmp_path: P
     assert len(summary["per_day"]) == len(second.config.calendar.training_days())
     assert set(summary["calibration"]) == {"all", "feed", "search", "ads"}
     json.dumps(summary)  # everything is JSON-able
+
+    # The headline and a paired cell (default and α = 10 are reused from above).
+    summary, runs = _headline_summary(tmp_path, (0,), HEADLINE_CELLS, oracle="oracle")
+    assert runs["default"][0].reused and runs["alpha_10"][0].reused
+    assert set(runs["oracle"][0].shared_from) == {"data", "teacher", "student_baseline"}  # the teacher's rows
+    head = _headline_checks(summary, runs, n_worlds=1)
+    ceiling = head["ceiling"]
+    assert {"oracle_gain", "oracle_gain_ci", "rho", "eta_star", "bayes_gain"} <= set(ceiling)
+    assert ceiling["rho"]["numerator"] == pytest.approx(head["student_gain"])
+    assert ceiling["oracle_gain"] == pytest.approx(ceiling["auc_oracle_distilled"] - head["auc"]["student_raw"])
+    # One world: the seed-level units are its model seeds, and one seed gives no such interval.
+    assert head["eta_ci_seed_level"] is None and "model seeds" in head["seed_level_units"]
+
+
+def _headline_checks(summary: dict, runs: dict, n_worlds: int) -> dict:
+    from bench.report import markdown
+    from recdistill_dagster import layout
+
+    head = summary["headline"]
+    for key in ("eta", "eta_ci", "eta_ci_seed_level", "teacher_gain", "teacher_gain_ci", "student_gain",
+                "student_gain_ci", "param_ratio", "world_seeds", "model_seeds", "n_distinct_eval_rows", "ceiling",
+                "auc_aggregation"):
+        assert key in head
+    default = runs["default"]
+    assert head["auc_aggregation"] == "mean_daily_auc" and head["model_seeds"] == [0]
+    assert head["world_seeds"] == sorted({r.config.data.seed for r in default}) and len(head["world_seeds"]) == n_worlds
+    one_world = sum(pl.read_parquet(default[0].home / layout.report_path("ranker", d, "predictions.parquet")).height
+                    for d in default[0].config.calendar.training_days())
+    assert head["n_distinct_eval_rows"] == n_worlds * one_world
+    assert 0 < head["param_ratio"] < 1 and head["params"]["served"] < head["params"]["student"]
+    paired = {c["name"]: c["vs_reference"] for c in summary["cells"]}
+    assert paired["default"] is None and paired["alpha_10"] is not None
+    alpha = next(c for c in summary["cells"] if c["name"] == "alpha_10")
+    assert paired["alpha_10"]["numerator"] == pytest.approx(alpha["student_gain"] - head["student_gain"])
+    text = markdown({"generated_at": "now", "command": "test", "quick": True, "wall_seconds": 1.0,
+                     "machine": {"cpus": 2, "platform": "p", "torch": "t", "dagster": "d"}, "headline": head,
+                     "experiments": {"main": summary}})
+    assert text.index("teacher gain") < text.index("**η = ")
+    if head["ceiling"]:
+        assert text.index("teacher gain") < text.index("oracle gain G*") < text.index("**η = ")
+    json.dumps(summary)
+    return head
+
+
+HEADLINE_CELLS = (("default", {}), ("alpha_10", {"students": [{"name": "ranker", "distill": {"alpha": 10.0}}]}),
+                  ("oracle", {"students": [{"name": "ranker", "distill": {"source": "oracle"}}]}))
+
+
+def _headline_summary(tmp_path: Path, worlds: tuple[int, ...], cells_of: tuple[tuple[str, dict], ...],
+                      oracle: str | None = None) -> tuple[dict, dict]:
+    from bench.aggregate import summarize_experiment
+    from bench.experiments import Cell, Experiment
+    from bench.runner import run_cell, world_overrides
+
+    cells = tuple(Cell(name, overrides) for name, overrides in cells_of)
+    experiment = Experiment("main", "t", "p", cells, profile="tiny", reference="default", oracle=oracle)
+    runs = {c.name: [run_cell(tmp_path, c.name, "tiny", deep_merge(c.overrides, world_overrides("tiny", w)), 0)
+                     for w in worlds] for c in cells}
+    return summarize_experiment(experiment, runs, n_boot=20), runs
+
+
+def test_references_and_oracles_name_cells_of_their_experiment() -> None:
+    from bench.experiments import HEADLINE_EXPERIMENT
+
+    for experiment in EXPERIMENTS:
+        names = [c.name for c in experiment.cells]
+        assert len(set(names)) == len(names), experiment.name
+        for cell in (experiment.reference, experiment.oracle):
+            assert cell is None or cell in names, (experiment.name, cell)
+    assert HEADLINE_EXPERIMENT in {e.name for e in EXPERIMENTS}
+
+
+def test_world_overrides_reseed_the_synthetic_world_only() -> None:
+    from bench.runner import n_worlds, world_overrides
+
+    assert world_overrides("tiny", 0) == {}
+    seed = load_config("tiny").data.seed
+    assert load_config("tiny", overrides=world_overrides("tiny", 2)).data.seed == seed + 2
+    assert n_worlds("tiny", 3) == 3 and n_worlds("movielens", 3) == 1
+    with pytest.raises(ValueError, match="world 0 only"):
+        world_overrides("movielens", 1)
 
 
 def test_pool_runs_each_configuration_once_after_what_it_links(tmp_path: Path) -> None:

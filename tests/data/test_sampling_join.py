@@ -18,6 +18,8 @@ from recdistill_dagster.data.join import (
     join_stats,
     join_student_dataset,
     join_student_dataset_in_chunks,
+    oracle_soft_labels,
+    teacher_stream_soft_label_rows,
 )
 from recdistill_dagster.data.sampling import row_uniforms, sample_stream
 from recdistill_dagster.data.schema import (
@@ -168,6 +170,7 @@ def test_join_stats_edge_cases(impressions: pl.DataFrame) -> None:
         "coverage": 0.0,
         "matched_label_rate": None,
         "unmatched_label_rate": None,
+        "n_soft_label_rows": 0,
     }
 
 
@@ -229,3 +232,35 @@ def test_make_source_picks_the_synthetic_world() -> None:
     validate_samples(frame, table="tiny", partition="day0")
     with pytest.raises(DataContractError):
         validate_samples(frame.drop("p_true"), table="tiny", partition="day0")
+
+
+def test_soft_label_rows_are_the_teacher_rows_the_student_sampler_dropped(impressions: pl.DataFrame) -> None:
+    teacher = sample_stream(impressions, POLICIES.teacher, seed=SEED)
+    student = sample_stream(impressions, STUDENT_POLICY, seed=SEED)
+    logits = drop_logit_fraction(fake_logits(teacher), 0.1, seed=5)
+    own = join_student_dataset(student.lazy(), logits.lazy()).collect()
+    extra = teacher_stream_soft_label_rows(teacher.lazy(), student.lazy(), logits.lazy(), STUDENT_POLICY).collect()
+    assert extra.schema == own.schema and not extra["student_row"].any() and own["student_row"].all()
+    dropped = set(teacher["sample_id"]) - set(student["sample_id"])
+    assert set(extra["sample_id"]) == dropped & set(logits["sample_id"])  # only rows with a logit
+    assert extra["teacher_logit"].null_count() == 0
+    # Their sampling columns are the student policy's (the space the target is moved into).
+    assert (extra["r_s"] == STUDENT_POLICY.r_s).all() and (extra["teacher_r_s"] == POLICIES.teacher.r_s).all()
+    expected_p_x = np.asarray(STUDENT_POLICY.positive_keep_by_source, dtype=np.float32)[
+        extra["traffic_source"].to_numpy()]
+    assert np.array_equal(extra["p_x"].to_numpy(), expected_p_x)
+    stats = join_stats(pl.concat([own, extra]).lazy())
+    assert stats == {**join_stats(own.lazy()), "n_soft_label_rows": extra.height}
+    assert join_stats(own.lazy())["n_soft_label_rows"] == 0
+
+
+def test_oracle_soft_labels_are_p_true_in_the_teacher_sampling_space(impressions: pl.DataFrame) -> None:
+    student = sample_stream(impressions, STUDENT_POLICY, seed=SEED)
+    logits = drop_logit_fraction(fake_logits(student), 0.2, seed=3)
+    recorded = join_student_dataset(student.lazy(), logits.lazy()).collect()
+    oracle = oracle_soft_labels(recorded.lazy()).collect()
+    assert oracle.drop("teacher_logit").equals(recorded.drop("teacher_logit"))
+    assert oracle["teacher_logit"].is_null().equals(recorded["teacher_logit"].is_null())  # drops stay drops
+    matched = oracle.filter(pl.col("teacher_logit").is_not_null())
+    calibrated = matched["teacher_logit"].to_numpy() - np.log(matched["teacher_r_s"] * matched["teacher_p_x"])
+    assert np.allclose(1 / (1 + np.exp(-calibrated)), matched["p_true"].to_numpy(), rtol=1e-4)

@@ -73,6 +73,7 @@ def with_teacher_columns(frame: pl.DataFrame, teacher_logit: np.ndarray, *, r_s:
         **{name: pl.when(missing).then(None).otherwise(pl.lit(value, dtype=pl.Float32))
            for name, value in (("teacher_r_s", r_s), ("teacher_r_pos", 1.0), ("teacher_p_x", p_x),
                                ("teacher_b_s", 0.0))},
+        student_row=pl.lit(True),
     )
     joined = pl.concat([frame, extra], how="horizontal")
     return joined.select([pl.col(name).cast(dtype) for name, dtype in STUDENT_DATASET_SCHEMA.items()])

@@ -146,3 +146,26 @@ def test_baseline_trains_only_the_main_task(vocab) -> None:
     model = StudentModel(vocab, ARCH)
     grads = _grads(model, model.aux_tower, batch, torch.randn(32), "decoupled_mixed", None)
     assert all(torch.equal(g, torch.zeros_like(g)) for g in grads)  # the aux tower gets no loss
+
+
+def test_soft_label_rows_train_the_distillation_loss_only() -> None:
+    torch.manual_seed(0)
+    out = StudentOutput(torch.randn(8), torch.randn(8))
+    label = torch.tensor([1.0, 0, 0, 1, 0, 0, 1, 0])
+    teacher = torch.randn(8)
+    mask = torch.tensor([True, True, False, True, False, True, False, False])
+    sampling, teacher_sampling = _sampling(8, 10.0), _sampling(8, 1.0)
+    config = DistillConfig(alpha=2.0)
+    masked = student_losses(out, label, teacher, sampling, teacher_sampling, towers="decoupled_mixed",
+                            distill=config, task_mask=mask)
+    assert out.aux_logit is not None and masked.task_aux is not None and masked.distill is not None
+    own = StudentOutput(out.main_logit[mask], out.aux_logit[mask])
+    subset = student_losses(own, label[mask], teacher[mask], sampling[mask], teacher_sampling[mask],
+                            towers="decoupled_mixed", distill=config)
+    assert subset.task_aux is not None
+    assert masked.task_main.item() == pytest.approx(subset.task_main.item())
+    assert masked.task_aux.item() == pytest.approx(subset.task_aux.item())
+    full = distill_loss(out.aux_logit, teacher, sampling, teacher_sampling, mode="exact")
+    assert masked.distill.item() == pytest.approx(full.loss.item()) and masked.n_matched == 8
+    none = task_loss(torch.randn(3, requires_grad=True), torch.ones(3), torch.zeros(3, dtype=torch.bool))
+    assert none.item() == 0.0 and none.requires_grad

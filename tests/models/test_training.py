@@ -165,3 +165,34 @@ def test_make_optimizer_picks_adamw_for_weight_decay(vocab) -> None:
     model = StudentModel(vocab, STUDENT)
     assert type(make_optimizer(model, OptimConfig())) is torch.optim.Adam
     assert type(make_optimizer(model, OptimConfig(weight_decay=0.01))) is torch.optim.AdamW
+
+
+def test_soft_label_rows_keep_the_step_count_and_stay_out_of_the_baseline(vocab) -> None:
+    own = with_teacher_columns(make_frame(vocab, 300, seed=11), np.full(300, 0.5))
+    extra = with_teacher_columns(make_frame(vocab, 900, seed=12), np.full(900, -1.0)).with_columns(
+        student_row=pl.lit(False), sample_id=pl.col("sample_id") + 10_000)
+    day = pl.concat([own, extra])
+
+    def run(frame: pl.DataFrame, distill: DistillConfig | None) -> TrainStats:
+        model = StudentModel(vocab, STUDENT)
+        return train_student(model, make_optimizer(model, OptimConfig()), [(DAY1, lambda: frame)], epochs=1,
+                             batch_size=100, distill=distill, towers="decoupled_mixed", start_step=0, seed=0,
+                             device=CPU, grad_clip=None, history_len=4)
+
+    alone, with_soft = run(own, DistillConfig()), run(day, DistillConfig())
+    assert alone.steps == with_soft.steps == 3  # batches of ~100 own rows + their share of soft rows
+    assert with_soft.samples == 1200 and with_soft.distill_matched_fraction == 1.0
+    baseline = run(day, None)
+    assert baseline.steps == 3 and baseline.samples == 300  # the baseline never reads soft-label rows
+
+
+def test_a_teacher_recording_its_last_epoch_warns(vocab, caplog) -> None:
+    frame = make_frame(vocab, 200, seed=13)
+    for record_epoch, warned in (("first", False), ("last", True)):
+        model = TeacherModel(vocab, TEACHER)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="models.training"):
+            train_teacher(model, make_optimizer(model, OptimConfig()), [(DAY1, lambda: frame)], epochs=2,
+                          batch_size=100, record_epoch=record_epoch, start_step=0, seed=0, device=CPU,
+                          grad_clip=None, history_len=16, snapshot_id="t@x")
+        assert ("echo fitted labels" in caplog.text) is warned

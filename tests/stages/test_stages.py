@@ -5,6 +5,7 @@ import uuid
 from dataclasses import replace
 from datetime import date
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -227,3 +228,29 @@ def test_promotion_evidence_and_the_served_towers_auc(batch: StageContext) -> No
     auc = served_auc(batch, RANKER, BATCH, served.serving_module(RANKER.sampling).eval())
     assert auc == pytest.approx(report.daily.auc["student_distill"], abs=1e-4)
     assert report.serving.student is not None and report.serving.student.max_abs_diff <= CONFIG.eval.onnx_tolerance
+
+
+def test_soft_labels_on_the_teacher_stream_from_the_oracle(batch: StageContext) -> None:
+    """`distill.soft_label_rows: teacher_stream` and `source: oracle` through the dataset stage: the student's
+    own rows keep their place, the teacher-stream rows its sampler dropped join as distillation-only rows, and
+    every logit is logit(p_true) in the teacher's sampling space."""
+    distill = RANKER.distill.model_copy(update={"soft_label_rows": "teacher_stream", "source": "oracle"})
+    soft = RANKER.model_copy(update={"name": "soft", "distill": distill})
+    days = CALENDAR.batch_window()
+    for d in days:  # the same student stream under another name: the ranker's dataset stays as it is
+        batch.store.write_parquet(layout.student_samples_path(soft.name, d),
+                                  batch.store.read_parquet(layout.student_samples_path(RANKER.name, d)))
+    manifest = build_student_dataset(batch, soft, BATCH)
+    dataset = pl.concat([batch.store.read_parquet(layout.student_dataset_path(soft.name, BATCH, d)) for d in days])
+    recorded = pl.concat([batch.store.read_parquet(layout.student_dataset_path(RANKER.name, BATCH, d))
+                          for d in days])
+    teacher_rows = sum(batch.store.read_parquet(layout.samples_path("teacher", d)).height for d in days)
+    own = dataset.filter(pl.col("student_row"))
+    assert own.drop("teacher_logit").equals(recorded.drop("teacher_logit"))
+    assert dataset.height == teacher_rows and dataset["sample_id"].is_unique().all()
+    extra = dataset.filter(~pl.col("student_row"))
+    assert (extra["r_s"] == RANKER.sampling.r_s).all() and (extra["teacher_r_s"] == CONFIG.sampling.teacher.r_s).all()
+    assert manifest.stats["n_rows"] == recorded.height and manifest.stats["n_soft_label_rows"] == extra.height
+    calibrated = dataset["teacher_logit"].to_numpy() - np.log(dataset["teacher_r_s"] * dataset["teacher_p_x"])
+    assert np.allclose(1 / (1 + np.exp(-calibrated)), dataset["p_true"].to_numpy(), rtol=1e-3)
+    assert manifest.provenance.teacher_snapshots == [f"teacher@{BATCH}#run00000"]

@@ -81,3 +81,10 @@ def test_a_fault_drill_lists_the_attempts_it_applies_to() -> None:
         load_config("tiny", overrides={"faults": {"teacher": {"day": "2026-01-04", "attempts": 1}}})
     with pytest.raises(ConfigError, match=r"faults.teacher.attempts: .*>= 1"):
         load_config("tiny", overrides={"faults": {"teacher": {"day": "2026-01-04", "attempts": [0]}}})
+
+
+def test_oracle_soft_labels_need_a_synthetic_world() -> None:
+    oracle = {"students": [{"name": "ranker", "distill": {"source": "oracle", "soft_label_rows": "teacher_stream"}}]}
+    assert load_config("tiny", overrides=oracle).student("ranker").distill.source == "oracle"
+    with pytest.raises(ConfigError, match="oracle needs p_true"):
+        load_config("movielens", overrides=oracle)

@@ -324,7 +324,7 @@ class StudentArch(StrictModel):
 
 
 class DistillConfig(StrictModel):
-    # α = 3 with the exact target: measured on bench (see bench/results/transferability.md, "α
+    # α = 3 with the exact target: measured on bench (see bench/results/previous-protocol/transferability.md, "α
     # sweep" and "Debias variants"); the paper's student-side f_S on the raw logit is
     # `teacher_target: student_raw`.
     alpha: float = Field(3.0, ge=0.0)

@@ -376,11 +376,43 @@ def summarize_experiment(experiment: Experiment, runs: dict[str, list[CellRun]],
         summary["vs_reference"] = paired.get(summary["name"])
     out: dict[str, Any] = {"title": experiment.title, "paper": experiment.paper, "profile": experiment.profile,
                            "kind": experiment.kind, "note": experiment.note, "reference": reference, "cells": cells}
+    if experiment.kind == "matched":
+        out["matched"] = matched_comparison(experiment, cells, runs, n_boot=boot_of(runs[reference]))
     if experiment.name == HEADLINE_EXPERIMENT:
         ceiling_of = (ceiling(runs[reference], runs[experiment.oracle], n_boot=boot_of(runs[reference]))
                       if experiment.oracle is not None else None)
         out["headline"] = headline(experiment.profile, next(c for c in cells if c["name"] == reference),
                                    runs[reference], ceiling_of)
+    return out
+
+
+def matched_comparison(experiment: Experiment, cells: list[dict[str, Any]], runs: dict[str, list[CellRun]], *,
+                       n_boot: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Each group of cells (one variant at several α) at its best setting, paired with the reference
+    group at its own best: what the variant costs once each is run at the α that suits it.
+
+    A group's best cell is the one with the highest distillation gain (point estimate, the same rows every
+    group is scored on); `at_grid_edge` says the optimum may lie outside the grid.
+    """
+    by_name = {c["name"]: c for c in cells}
+    groups: dict[str, list[str]] = {}
+    for cell in experiment.cells:
+        groups.setdefault(cell.group or cell.name, []).append(cell.name)
+    reference_group = next(c.group or c.name for c in experiment.cells if c.name == experiment.reference)
+    best = {group: max(names, key=lambda n: by_name[n]["student_gain"]) for group, names in groups.items()}
+    paired = compare_cells(best[reference_group], {best[g]: runs[best[g]] for g in groups}, n_boot=n_boot, seed=seed)
+    out = []
+    for group, names in groups.items():
+        chosen = by_name[best[group]]
+        out.append({
+            "group": group, "cell": chosen["name"], "label": chosen["label"],
+            "alpha": runs[chosen["name"]][0].config.student(STUDENT).distill.alpha,
+            "alphas": [runs[n][0].config.student(STUDENT).distill.alpha for n in names],
+            "at_grid_edge": best[group] in (names[0], names[-1]) and len(names) > 1,
+            "student_gain": chosen["student_gain"], "student_gain_ci": chosen["student_gain_ci"],
+            "eta": chosen["eta"], "eta_ci": chosen["eta_ci"], "eta_ci_seed_level": chosen["eta_ci_seed_level"],
+            "vs_reference_best": paired.get(chosen["name"]),
+        })
     return out
 
 

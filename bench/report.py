@@ -99,6 +99,8 @@ def markdown(results: dict[str, Any]) -> str:
             lines += _calibration(cells)
         if kind == "capacity":
             lines += _capacity(cells)
+        if kind == "matched":
+            lines += _matched(experiment)
         per_seed = [[c["label"], *[_seed(s) for s in c["per_seed"]]] for c in cells]
         runs = [f"{s['world'].split(' · ')[0]}, model seed {s['seed']}" for s in cells[0]["per_seed"]]
         lines += ["<details><summary>per run: η (teacher gain, student gain)</summary>", "",
@@ -197,3 +199,22 @@ def _capacity(cells: list[dict[str, Any]]) -> list[str]:
     rows = [[c["label"], f"{c['params']['student']:,}", f"{c['params']['ratio']:.3f}", _eta(c)] for c in cells]
     return ["Student size (the teacher is the same in every row):", "",
             *_table(["student", "parameters", "student / teacher", "η"], rows), ""]
+
+
+def _matched(experiment: dict[str, Any]) -> list[str]:
+    """Each variant at its own best α, paired with the reference variant at its best."""
+    rows = []
+    for m in experiment["matched"]:
+        paired = m["vs_reference_best"]
+        delta = "reference" if paired is None else (
+            f"{paired['numerator']:+.4f} {fmt_ci(paired['numerator_ci'])}"
+            + ("" if paired["value"] is None else f"; Δη {paired['value']:+.2f} {fmt_ci(paired['ci'], 2)}"))
+        edge = " (grid edge)" if m["at_grid_edge"] else ""
+        rows.append([m["group"], f"{m['alpha']:g}{edge} of {', '.join(f'{a:g}' for a in m['alphas'])}",
+                     _gain(m["student_gain"], m["student_gain_ci"]),
+                     "not measurable" if m["eta"] is None else f"{m['eta']:.2f} {fmt_ci(m['eta_ci'], 2)}",
+                     fmt_ci(m["eta_ci_seed_level"], 2), delta])
+    return ["Each variant at its own best α (highest distillation gain on the grid), paired with the reference "
+            "variant at its own best: the Δ is what the variant costs once each runs at the α that suits it.", "",
+            *_table(["variant", "best α", "student gain [CI]", "η [CI]", "η seed-level (Fieller)",
+                     "vs reference at its best α: Δ student gain [CI]; Δη [CI]"], rows), ""]

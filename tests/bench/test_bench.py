@@ -78,6 +78,20 @@ def test_cells_share_streams_teacher_and_baseline_and_are_summarized(tmp_path: P
     # One world: the seed-level units are its model seeds, and one seed gives no such interval.
     assert head["eta_ci_seed_level"] is None and "model seeds" in head["seed_level_units"]
 
+    # Matched comparison (kind `matched`): each group at its best cell, paired with the reference group's best.
+    from bench.aggregate import matched_comparison
+    from bench.experiments import Cell, Experiment
+
+    grouped = Experiment("debias", "t", "p", (Cell("default", {}, group="exact"), Cell("alpha_10", {}, group="exact"),
+                                               Cell("oracle", {}, group="oracle")),
+                         profile="tiny", kind="matched", reference="default")
+    matched = {m["group"]: m for m in matched_comparison(grouped, summary["cells"], runs, n_boot=20)}
+    gains = {c["name"]: c["student_gain"] for c in summary["cells"]}
+    best = max(("default", "alpha_10"), key=gains.__getitem__)
+    assert matched["exact"]["cell"] == best and matched["exact"]["vs_reference_best"] is None
+    assert matched["exact"]["at_grid_edge"] and sorted(matched["exact"]["alphas"]) == [3.0, 10.0]
+    assert matched["oracle"]["vs_reference_best"]["numerator"] == pytest.approx(gains["oracle"] - gains[best])
+
 
 def _headline_checks(summary: dict, runs: dict, n_worlds: int) -> dict:
     from bench.report import markdown

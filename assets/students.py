@@ -9,6 +9,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import torch
 from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
@@ -63,8 +64,8 @@ from recdistill_dagster.stages.chain import snapshot_id
 from recdistill_dagster.stages.context import RunIdentity, StageContext
 from recdistill_dagster.stages.dataset import DatasetManifest, build_student_dataset, coverage_verdict
 from recdistill_dagster.stages.distributed import finish_student_job, student_job
-from recdistill_dagster.stages.evaluation import evaluate_partition
-from recdistill_dagster.stages.promotion import promotion_checks, served_auc
+from recdistill_dagster.stages.evaluation import ChampionLoader, ReportResult, evaluate_partition
+from recdistill_dagster.stages.promotion import promotion_checks
 from recdistill_dagster.stages.student import (
     StudentResult,
     chain_of,
@@ -317,10 +318,34 @@ def serving_metrics(report: TransferabilityReport) -> dict[str, float]:
     return metrics
 
 
+def _champion_loader(context: AssetExecutionContext, tracking: MlflowTracking, student: StudentConfig,
+                     day: date) -> ChampionLoader:
+    """What the report compares the day's distilled student with: the registry's champion, loaded from
+    `models:/<name>@champion`, unless the day's version already holds the alias or was decided before."""
+    def load(distilled_snapshot: str) -> torch.nn.Module | None:
+        client = tracking.client()
+        name = tracking.registered_model_name(student.name)
+        version = version_of_snapshot(client, name, distilled_snapshot)
+        if version is not None and recorded_decision(version) is not None:
+            return None
+        holder = champion(client, name)
+        if holder is None or (version is not None and holder.version == version.version):
+            return None
+        try:
+            return tracking.load_alias(student.name, CHAMPION_ALIAS)
+        except Exception as exc:  # e.g. its artifacts are unreachable: the rule then keeps the champion
+            context.log.warning(f"{name}: champion v{holder.version} could not be loaded to score it after {day} "
+                                f"({type(exc).__name__}: {exc}); the alias stays")
+            return None
+    return load
+
+
 def _register_and_promote(context: AssetExecutionContext, ctx: StageContext, tracking: MlflowTracking,
-                          student: StudentConfig, day: date, report: TransferabilityReport) -> RegistryOutcome:
+                          student: StudentConfig, day: date, result: ReportResult) -> RegistryOutcome:
     """Register the day's main tower (once per student snapshot) and move `champion` by the rule of
-    `model_registry`: the day's checks passed and its AUC is not below the champion's on the same rows."""
+    `model_registry`: the day's checks passed and its AUC is not below the champion's on the same rows
+    (scored in the report's pass, `result.champion`)."""
+    report = result.report
     client = tracking.client()
     name = tracking.registered_model_name(student.name)
     snapshot = report.snapshots["distilled"]
@@ -335,15 +360,10 @@ def _register_and_promote(context: AssetExecutionContext, ctx: StageContext, tra
                                    {SNAPSHOT_TAG: snapshot, "partition": day.isoformat()})
     decided = recorded_decision(version)
     if decided is None:
-        holder = champion(client, name)
-        champion_auc = None
-        if holder is not None and holder.version != version.version:
-            try:
-                served = tracking.load_alias(student.name, CHAMPION_ALIAS)
-                champion_auc = served_auc(ctx, student, day, served)
-            except Exception as exc:  # e.g. the configured architecture changed: the rule then keeps the champion
-                context.log.warning(f"{name}: champion v{holder.version} could not be scored on {report.eval_day} "
-                                    f"({type(exc).__name__}: {exc}); the alias stays")
+        scored = result.champion
+        if scored is not None and scored.error is not None:  # e.g. the configured architecture changed
+            context.log.warning(f"{name}: the champion could not be scored on {report.eval_day} ({scored.error}); "
+                                "the alias stays")
         reported = report.daily.auc.get(DISTILLED.key)
         distilled_auc = math.nan if reported is None else float(reported)
         measured = math.isfinite(distilled_auc)
@@ -352,7 +372,7 @@ def _register_and_promote(context: AssetExecutionContext, ctx: StageContext, tra
             # An undefined AUC (a one-class evaluation day) is a failed check, never a win against the champion.
             checks={**promotion_checks(ctx, student, day, report.teacher_snapshots_in_student),
                     "evaluation_auc": measured},
-            champion_auc=champion_auc,
+            champion_auc=scored.auc if scored is not None else None,
         )
         decided = promote_if_better(client, name, version.version, evidence)
     return RegistryOutcome(name, version.version, decided.outcome, decided.reason)
@@ -362,7 +382,7 @@ def _report_day(context: AssetExecutionContext, settings: PipelineSettings, stor
                 tracking: MlflowTracking, data_source: RecDataSource, student: StudentConfig, keys: StudentKeys,
                 day: date) -> PartitionOutcome:
     ctx = stage_context(context, settings, store, data_source)
-    result = evaluate_partition(ctx, student, day)
+    result = evaluate_partition(ctx, student, day, _champion_loader(context, tracking, student, day))
     report = result.report
     page, urls = publish_report(ctx.config, ctx.store, student.name, day)
     tags = {"teacher_snapshot": report.snapshots["teacher"], "student_snapshot": report.snapshots["distilled"],
@@ -379,7 +399,7 @@ def _report_day(context: AssetExecutionContext, settings: PipelineSettings, stor
                              f"{prefix}n_eval": scope.n_eval})
         run.log_metrics({"serving_student_us": report.serving.student_us,
                          "serving_teacher_us": report.serving.teacher_us, **serving_metrics(report)})
-        decision = _register_and_promote(context, ctx, tracking, student, day, report)
+        decision = _register_and_promote(context, ctx, tracking, student, day, result)
         run.log_params({"registry": {"model": decision.name, "version": decision.version,
                                      "outcome": decision.outcome}})
         run.log_json("transferability.json", report.model_dump(mode="json"))

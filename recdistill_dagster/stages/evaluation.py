@@ -7,6 +7,7 @@ folded from the previous report day's stored aggregate (so it costs the same on 
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -43,10 +44,24 @@ from recdistill_dagster.report.schema import (
 from recdistill_dagster.stages.chain import LoadedCheckpoint, Provenance, load_checkpoint, snapshot_id
 from recdistill_dagster.stages.context import StageContext
 from recdistill_dagster.stages.inputs import load_samples, require_files
+from recdistill_dagster.stages.promotion import served_module_auc
 from recdistill_dagster.stages.serving import check_and_measure, serving_inputs, student_onnx_relative, teacher_onnx
 from recdistill_dagster.stages.student import chain_of, load_student
 from recdistill_dagster.stages.teacher import TEACHER as TEACHER_CHAIN
 from recdistill_dagster.stages.teacher import cached_eval_scores, eval_scores_path, load_teacher
+
+# Given the day's distilled snapshot id: the served module to compare it with (the registry's champion),
+# or None when there is nothing to compare (no champion yet, the day's own version, a decision on record).
+ChampionLoader = Callable[[str], torch.nn.Module | None]
+
+
+@dataclass(frozen=True)
+class ChampionScore:
+    """The champion's AUC on the report's evaluation rows; None with the reason when it could not be scored
+    (e.g. the configured architecture changed, so its inputs no longer fit)."""
+
+    auc: float | None
+    error: str | None = None
 
 
 @dataclass
@@ -54,6 +69,7 @@ class ReportResult:
     report: TransferabilityReport
     provenance: Provenance
     report_url: str
+    champion: ChampionScore | None = None  # None: no champion to compare with
 
 
 def _teacher_eval_logits(ctx: StageContext, checkpoint: LoadedCheckpoint, eval_frame: pl.DataFrame,
@@ -138,8 +154,23 @@ def _previous_aggregate(ctx: StageContext, student: StudentConfig, partition: da
     return stored
 
 
-def evaluate_partition(ctx: StageContext, student: StudentConfig, partition: date) -> ReportResult:
-    """Score teacher, distilled student and baseline after `partition` on the next day; write the report."""
+def _score_champion(ctx: StageContext, student: StudentConfig, module: torch.nn.Module, tensors: FeatureTensors,
+                    labels: np.ndarray) -> ChampionScore:
+    try:
+        return ChampionScore(served_module_auc(module, tensors, labels, history_len=student.arch.seq_len,
+                                               batch_size=ctx.config.eval.batch_size, device=ctx.device))
+    # Inputs that no longer fit the champion (an exported program's shape guard fails with an AssertionError).
+    except (RuntimeError, IndexError, ValueError, AssertionError) as exc:
+        return ChampionScore(None, f"{type(exc).__name__}: {exc}")
+
+
+def evaluate_partition(ctx: StageContext, student: StudentConfig, partition: date,
+                       champion: ChampionLoader | None = None) -> ReportResult:
+    """Score teacher, distilled student and baseline after `partition` on the next day; write the report.
+
+    With `champion`, the served model it returns is scored on the same rows in the same pass (the
+    evidence the registry promotes on), so the evaluation day is read and converted once.
+    """
     config, store = ctx.config, ctx.store
     require_training_partition(config.calendar, partition)
     keys = StudentKeys(student.name)
@@ -180,6 +211,10 @@ def evaluate_partition(ctx: StageContext, student: StudentConfig, partition: dat
                                          replicates_frame(daily, cumulative))
 
     labels = predictions["label"].to_numpy().astype(np.float64)
+    champion_module = champion(distilled_ckpt.snapshot_id) if champion is not None else None
+    champion_score = (_score_champion(ctx, student, champion_module, tensors, labels)
+                      if champion_module is not None else None)
+    del tensors  # the day's converted rows are not needed past this point
     p_true = predictions["p_true"].to_numpy() if predictions["p_true"].null_count() == 0 else None
     calibration = {key: calibration_bins(values, labels, p_true) for key, values in columns.items()
                    if np.isfinite(values).all()}
@@ -223,4 +258,4 @@ def evaluate_partition(ctx: StageContext, student: StudentConfig, partition: dat
         serving=serving, inputs=inputs, predictions=predictions_url, replicates=replicates_url,
     )
     url = store.write_json(layout.report_path(student.name, partition), report.model_dump(mode="json"))
-    return ReportResult(report=report, provenance=provenance, report_url=url)
+    return ReportResult(report=report, provenance=provenance, report_url=url, champion=champion_score)

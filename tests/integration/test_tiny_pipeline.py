@@ -20,6 +20,7 @@ from recdistill_dagster.config import load_config
 from recdistill_dagster.data.source import make_source
 from recdistill_dagster.definitions import DAILY_TRAINING_JOB, SAMPLE_STREAMS_JOB, build_definitions
 from recdistill_dagster.graph import TEACHER_CHECKPOINT, TEACHER_LOGITS, AssetGraph
+from recdistill_dagster.model_registry import PROMOTED, alias_history
 from recdistill_dagster.registry import parse_snapshot_id
 from recdistill_dagster.stages.context import RunIdentity, StageContext
 from recdistill_dagster.stages.evaluation import evaluate_partition
@@ -182,6 +183,21 @@ def test_mlflow_runs_for_every_training_materialization(pipeline: Pipeline) -> N
     distilled = [r for r in runs if r.data.tags["recdistill.role"].endswith("/distilled")]
     assert all("train_steps" in r.data.metrics for r in distilled)
     assert {r.data.tags["recdistill.student"] for r in distilled} == set(STUDENTS)
+
+
+
+def test_the_registry_decides_each_day_on_the_champion_scored_in_the_report(pipeline: Pipeline) -> None:
+    tracking = MlflowTracking(tracking_uri=f"sqlite:///{pipeline.home / 'mlflow' / 'mlflow.db'}",
+                              experiment_name=f"recdistill-{PROFILE}")
+    for student in STUDENTS:
+        history = alias_history(tracking.client(), tracking.registered_model_name(student))
+        assert {row["eval_day"] for row in history} == {(d + timedelta(days=1)).isoformat() for d in TRAINING_DAYS}
+        assert history[0]["champion_version"] is None and history[0]["outcome"] == PROMOTED
+        for row in history[1:]:
+            # Every later day met a champion, scored on that day's rows in the report's pass.
+            assert row["champion_version"] is not None and row["champion_auc"] is not None, row
+            if not row["reason"].startswith("check(s) failed"):
+                assert (row["outcome"] == PROMOTED) == (row["distilled_auc"] >= row["champion_auc"]), row
 
 
 def test_streaming_day_without_previous_checkpoint_fails_clearly(tmp_path: Path, pipeline: Pipeline) -> None:

@@ -8,6 +8,7 @@ from datetime import date
 import numpy as np
 import polars as pl
 import pytest
+import torch
 
 from recdistill_dagster import layout
 from recdistill_dagster.config import PipelineConfig, load_config
@@ -225,9 +226,32 @@ def test_promotion_evidence_and_the_served_towers_auc(batch: StageContext) -> No
     assert promotion_checks(strict, RANKER, BATCH, snapshots)["join_coverage"] is False
     # The served main tower scores the evaluation day with the AUC the report gives the distilled student.
     served = load_student(batch, RANKER, load_checkpoint(batch.store, chain_of(RANKER, "distilled"), BATCH))
-    auc = served_auc(batch, RANKER, BATCH, served.serving_module(RANKER.sampling).eval())
+    tower = served.serving_module(RANKER.sampling).eval()
+    auc = served_auc(batch, RANKER, BATCH, tower)
     assert auc == pytest.approx(report.daily.auc["student_distill"], abs=1e-4)
+    # The report scores a champion in its own pass: the loader sees the day's snapshot; same AUC as alone.
+    asked: list[str] = []
+    with_champion = evaluate_partition(batch, RANKER, BATCH, lambda snapshot: asked.append(snapshot) or tower)
+    assert asked == [report.snapshots["distilled"]]
+    assert with_champion.champion is not None and with_champion.champion.error is None
+    assert with_champion.champion.auc == pytest.approx(auc, abs=1e-9)
+    assert evaluate_partition(batch, RANKER, BATCH, lambda _: None).champion is None
+    # A champion whose inputs no longer fit (a smaller vocabulary) is reported with the reason, not raised.
+    misfit = evaluate_partition(batch, RANKER, BATCH, lambda _: _SmallerVocabularyTower())
+    assert misfit.champion is not None and misfit.champion.auc is None
+    assert str(misfit.champion.error).startswith("IndexError")
     assert report.serving.student is not None and report.serving.student.max_abs_diff <= CONFIG.eval.onnx_tolerance
+
+
+class _SmallerVocabularyTower(torch.nn.Module):
+    """A served tower built for a smaller vocabulary: today's ids fall outside its embedding table."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = torch.nn.Embedding(2, 1)
+
+    def forward(self, sparse: torch.Tensor, dense: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.embedding(sparse).sum(dim=(1, 2)))
 
 
 def test_soft_labels_on_the_teacher_stream_from_the_oracle(batch: StageContext) -> None:

@@ -124,11 +124,15 @@ $(VENV)/.bench: $(VENV)/.integrations
 	touch $@
 
 # QUICK=1: the same cases at reduced sizes (minutes) → bench/results/quick/. Every measuring process is pinned
-# with taskset (PERF_CPUS, default 0) and runs PERF_THREADS torch threads (default 1): figures are per core.
+# with taskset and runs PERF_THREADS torch threads (default 1): figures are per core. With two CPUs or more the
+# cases split over two lanes run concurrently, CPU 0 and CPU 1 (PERF_LANES; empty: one lane on PERF_CPUS).
 PERF_CPUS ?= 0
+PERF_LANES ?= $(if $(filter 0 1,$(shell nproc)),,0$(COMMA)1)
 PERF_THREADS ?= 1
+COMMA := ,
 bench-perf: $(VENV)/.bench  ## performance benchmark → bench/results/performance.{md,json}
-	$(PY) -m bench.perf $(if $(QUICK),--quick) --cpus $(PERF_CPUS) --threads $(PERF_THREADS) $(if $(ONLY),--only $(ONLY))
+	$(PY) -m bench.perf $(if $(QUICK),--quick) $(if $(PERF_LANES),--lanes $(PERF_LANES),--cpus $(PERF_CPUS)) \
+		--threads $(PERF_THREADS) $(if $(ONLY),--only $(ONLY))
 
 clean-state:  ## delete the state folder of $(PROFILE)
 	rm -rf $(RECDISTILL_HOME)

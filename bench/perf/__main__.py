@@ -1,20 +1,22 @@
-"""`python -m bench.perf [--quick] [--only CASES] [--cpus 0] [--threads 1]` → performance.{md,json}.
+"""`python -m bench.perf [--quick] [--only CASES] [--cpus 0 | --lanes 0,1] [--threads 1]` → performance.{md,json}.
 
 Cases (each in fresh subprocesses pinned with taskset, torch threads set explicitly):
-serving, recording, train, join, orchestration, scaling, make_run. `--only` runs some of them and
-keeps the other cases' results from the existing JSON.
+serving, recording, train, fixes, join, orchestration, scaling, make_run. `--only` runs some of them and
+keeps the other cases' results from the existing JSON. `--lanes` splits the cases over CPUs, one lane
+each, run concurrently (a case's own comparisons stay interleaved on its lane's CPU).
 """
 
 import argparse
 import json
 import os
-import resource
 import shlex
 import shutil
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,8 +39,11 @@ def _log(message: str) -> None:
 
 
 class Runner:
+    """Runs cases in pinned subprocesses on one lane (the plan's `cpus`), adding up their CPU time."""
+
     def __init__(self, plan: PerfPlan, state: Path, log: Path, inline: bool = False) -> None:
         self.plan, self.state, self.log, self.inline = plan, state, log, inline
+        self.cpu_seconds = 0.0
 
     def case(self, name: str, params: dict[str, Any], tag: str = "", profile: bool = False) -> dict[str, Any]:
         params = {"threads": self.plan.threads, "profile": self.plan.pipeline_profile, **params}
@@ -54,6 +59,7 @@ class Runner:
             raw.parent.mkdir(parents=True, exist_ok=True)
         result = run_case(name, params, cpus=self.plan.cpus, workdir=self.state / "cases" / key, log=self.log,
                           profile=(raw, self.plan.profile_rate) if raw is not None else None)
+        self.cpu_seconds += result.get("process_cpu_seconds", 0.0)
         result["command"] = (f"taskset -c {self.plan.cpus} python -m bench.perf.case {name} "
                              f"{shlex.quote(json.dumps(params, default=str))}")
         if raw is not None and raw.exists():
@@ -286,10 +292,16 @@ RUNNERS: dict[str, Callable[[Runner], dict[str, Any]]] = {
 }
 
 
-def _children_cpu() -> float:
-    """CPU seconds of the finished measuring processes (pinned, one thread: their idle-machine wall time)."""
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return children.ru_utime + children.ru_stime
+def assign_lanes(cases: list[str], n_lanes: int, weights: dict[str, float]) -> list[list[str]]:
+    """Cases over lanes, longest first onto the least loaded lane (weights: each case's CPU seconds in the
+    last complete run; a case never measured weighs as much as the heaviest). Each lane keeps CASE_ORDER."""
+    default = max(weights.values(), default=1.0)
+    loads, lanes = [0.0] * n_lanes, [[] for _ in range(n_lanes)]  # type: list[float], list[list[str]]
+    for name in sorted(cases, key=lambda c: -weights.get(c, default)):
+        lane = loads.index(min(loads))
+        lanes[lane].append(name)
+        loads[lane] += weights.get(name, default)
+    return [sorted(lane, key=CASE_ORDER.index) for lane in lanes if lane]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -298,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the same cases at smaller sizes (minutes)")
     parser.add_argument("--only", default="", help=f"comma-separated cases ({', '.join(CASE_ORDER)})")
     parser.add_argument("--cpus", default=None, help="CPUs every measuring process is pinned to (taskset -c)")
+    parser.add_argument("--lanes", default=None,
+                        help="comma-separated CPUs, one lane each: the cases run concurrently, one per lane")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (runtime.threads)")
     parser.add_argument("--inline", action="store_true", help=argparse.SUPPRESS)  # tests: cases in-process
     parser.add_argument("--plan", default=None, help="JSON file of plan fields replacing the preset's (sizes)")
@@ -308,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.plan:
         preset.update(json.loads(Path(args.plan).read_text()))
     preset.update({k: v for k, v in (("cpus", args.cpus), ("threads", args.threads)) if v is not None})
+    if args.lanes:
+        preset["lanes"] = [cpu for cpu in args.lanes.split(",") if cpu]
     plan = PerfPlan.model_validate(preset)
     out = Path(args.out) if args.out else REPO / "bench" / "results" / ("quick" if args.quick else "")
     state = Path(args.state or REPO / ".state" / ("bench-perf-quick" if args.quick else "bench-perf"))
@@ -323,25 +339,41 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {**previous, "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
                                "command": command.strip(), "quick": args.quick, "plan": plan.model_dump(),
                                "machine_before": machine(plan.cpus, plan.threads)}
-    runner = Runner(plan, state, state / "cases.log", inline=args.inline)
     started = time.monotonic()
     case_seconds = dict(previous.get("case_seconds", {}))
     case_cpu = dict(previous.get("case_cpu_seconds", {}))
-    for name in CASE_ORDER:
-        if only and name not in only:
-            continue
-        _log(f"case {name} (load average {os.getloadavg()[0]:.2f})")
-        t0, cpu0 = time.monotonic(), _children_cpu()
-        results.update(RUNNERS[name](runner))
-        case_seconds[name] = time.monotonic() - t0
-        case_cpu[name] = _children_cpu() - cpu0
-        results["case_cpu_seconds"] = case_cpu
-        results["case_seconds"] = case_seconds
-        results["machine_after"] = machine(plan.cpus, plan.threads)
-        results["wall_seconds"] = time.monotonic() - started
-        results["cases_cpu_seconds"] = _children_cpu()
-        write(results, out)
-        _log(f"case {name}: {case_seconds[name]:.0f}s")
+    cases = [name for name in CASE_ORDER if not only or name in only]
+    lane_cpus = list(plan.lanes) or [plan.cpus]
+    last_complete = json.loads((out / "performance.json").read_text()) if (out / "performance.json").exists() else {}
+    lanes = assign_lanes(cases, len(lane_cpus), last_complete.get("case_cpu_seconds", {}))
+    results["lanes"] = [{"cpus": cpus, "cases": lane} for cpus, lane in zip(lane_cpus, lanes, strict=False)]
+    lock = threading.Lock()
+
+    def run_lane(index: int, lane: list[str]) -> None:
+        runner = Runner(plan.model_copy(update={"cpus": lane_cpus[index]}), state,
+                        state / f"cases-lane{index}.log", inline=args.inline)
+        for name in lane:
+            _log(f"case {name} on CPU(s) {lane_cpus[index]} (load average {os.getloadavg()[0]:.2f})")
+            t0, cpu0 = time.monotonic(), runner.cpu_seconds
+            measured = RUNNERS[name](runner)
+            with lock:
+                results.update(measured)
+                case_seconds[name] = time.monotonic() - t0
+                case_cpu[name] = runner.cpu_seconds - cpu0
+                results["case_cpu_seconds"] = {c: case_cpu[c] for c in CASE_ORDER if c in case_cpu}
+                results["case_seconds"] = {c: case_seconds[c] for c in CASE_ORDER if c in case_seconds}
+                results["machine_after"] = machine(plan.cpus, plan.threads)
+                results["wall_seconds"] = time.monotonic() - started
+                results["cases_cpu_seconds"] = sum(results["case_cpu_seconds"].values())
+                write(results, out)
+            _log(f"case {name}: {case_seconds[name]:.0f}s")
+
+    if len(lanes) == 1:  # in this thread (inline cases run Dagster, which wants the main thread)
+        run_lane(0, lanes[0])
+    else:  # one thread per lane, each only waiting on its pinned subprocesses
+        with ThreadPoolExecutor(max_workers=len(lanes)) as pool:
+            for future in [pool.submit(run_lane, index, lane) for index, lane in enumerate(lanes)]:
+                future.result()
     _log(f"wrote {out / 'performance.md'} and .json in {results['wall_seconds'] / 60:.1f} min")
     shutil.rmtree(state / "join", ignore_errors=True)
     return 0

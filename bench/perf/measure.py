@@ -103,12 +103,15 @@ def run_case(name: str, params: dict[str, Any], *, cpus: str, workdir: Path, log
     with log.open("a") as handle:
         handle.write(f"\n=== {name} {json.dumps(params, default=str)}\n")
         handle.flush()
-        completed = subprocess.run(command, cwd=REPO, env=env, stdout=handle,
-                                   stderr=subprocess.STDOUT, check=False)
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT)
+        # wait4: this process's own CPU time (the lanes run concurrently, so RUSAGE_CHILDREN cannot split it)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
     if profile is not None and not result_file.exists():  # py-spy may not be allowed to attach: run plain
         return run_case(name, params, cpus=cpus, workdir=workdir, log=log)
-    if completed.returncode != 0 or not result_file.exists():
-        raise RuntimeError(f"case {name} failed (exit {completed.returncode}); see {log}")
+    if process.returncode != 0 or not result_file.exists():
+        raise RuntimeError(f"case {name} failed (exit {process.returncode}); see {log}")
     result: dict[str, Any] = json.loads(result_file.read_text())
     result["process_wall_seconds"] = time.monotonic() - started
+    result["process_cpu_seconds"] = usage.ru_utime + usage.ru_stime
     return result

@@ -13,7 +13,10 @@ class PerfPlan(StrictModel):
     """Sizes and repetitions of every case (QUICK: the same cases, smaller)."""
 
     quick: bool
-    cpus: str = "0"  # taskset list every measuring subprocess is pinned to
+    cpus: str = "0"  # taskset list every measuring subprocess is pinned to (one lane)
+    # Lanes: the cases split over them and run concurrently, each lane's measuring processes pinned to its
+    # CPU list (replacing `cpus`); every A/B comparison stays interleaved within one case, so within a lane.
+    lanes: tuple[str, ...] = ()
     threads: int = Field(1, ge=1)  # torch intra-op threads (runtime.threads of the pipeline)
     # 1. recording overhead: rows of one teacher day, interleaved on/off repetitions
     recording_rows: int = Field(ge=64)

@@ -113,6 +113,15 @@ def _profile_lines(profile: dict[str, Any] | None, title: str) -> list[str]:
     return [*lines, ""]
 
 
+def _pinning(results: dict[str, Any]) -> str:
+    lanes = results.get("lanes") or []
+    if len(lanes) < 2:
+        return f"Every measuring process was pinned to CPU(s) `{results.get('plan', {}).get('cpus')}` (taskset)"
+    return (f"The cases ran in {len(lanes)} concurrent lanes, each measuring process pinned (taskset) to its "
+            "lane's CPU (" + "; ".join(f"CPU `{lane['cpus']}`: {', '.join(lane['cases'])}" for lane in lanes)
+            + "), so the other lane's process shares the memory bus and caches, never the core,")
+
+
 def markdown(results: dict[str, Any]) -> str:
     machine_before, machine_after = results.get("machine_before", {}), results.get("machine_after", {})
     plan = results.get("plan", {})
@@ -128,7 +137,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"{machine_before.get('torch')}, polars {machine_before.get('polars')}. **Shared** with other work while "
         f"measured: load average (1, 5, 15 min) {machine_before.get('load_average')} before, "
         f"{machine_after.get('load_average')} after; {_fmt(machine_before.get('mem_available_gb'), 1)} GB available "
-        f"at the start. Every measuring process was pinned to CPU(s) `{plan.get('cpus')}` (taskset) with "
+        f"at the start. {_pinning(results)} with "
         f"{plan.get('threads')} torch thread(s) (`runtime.threads`), so figures are per core; comparisons are "
         "interleaved A/B repetitions in one run, quoted as the median of the pair-by-pair ratios.",
         "",

@@ -105,3 +105,15 @@ def test_harness_writes_every_key_with_sane_numbers(tmp_path: Path, monkeypatch:
     assert "logit recording overhead" in names and any(n.startswith("orchestration overhead") for n in names)
     markdown = (out / "performance.md").read_text()
     assert "## Targets" in markdown and "load average" in markdown
+
+
+def test_lanes_take_the_longest_cases_first_and_keep_the_case_order() -> None:
+    from bench.perf.__main__ import CASE_ORDER, assign_lanes
+
+    weights = {"orchestration": 1300.0, "make_run": 500.0, "scaling": 450.0, "join": 430.0, "serving": 50.0}
+    lanes = assign_lanes(["serving", "join", "orchestration", "scaling", "make_run"], 2, weights)
+    assert lanes == [["serving", "orchestration"], ["join", "scaling", "make_run"]]
+    # A case never measured weighs as much as the heaviest; one lane keeps every case in CASE_ORDER.
+    assert sorted(assign_lanes(["train", "orchestration"], 2, weights)) == [["orchestration"], ["train"]]
+    assert assign_lanes(list(CASE_ORDER), 1, {}) == [list(CASE_ORDER)]
+    assert assign_lanes(["serving"], 2, weights) == [["serving"]]

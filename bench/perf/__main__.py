@@ -88,7 +88,7 @@ def run_serving(runner: Runner) -> dict[str, Any]:
                                                for who, sides in models.items()} for rt, models in per.items()},
                     "speedup": speedups, "parameters": params,
                     "parameter_ratio": {who: params["teacher"] / params[who] for who in students},
-                    "command": out["command"]},
+                    "operators": out.get("operators"), "command": out["command"]},
     }
 
 

@@ -444,7 +444,36 @@ def serving(params: dict[str, Any]) -> dict[str, Any]:
                     per_prediction[who][str(batch)].append(statistics.median(times) / batch * 1e6)
         results[runtime] = per_prediction
     parameters = {who: sum(p.numel() for p in module.parameters()) for who, module in modules.items()}
-    return {"us_per_prediction": results, "parameters": parameters, "peak_rss_mb": peak_rss_mb()}
+    operators = {who: {str(batch): _operator_profile(modules[who], tuple(a[:batch] for a in inputs[who]), calls)
+                       for batch in (1, 512)} for who in modules}
+    return {"us_per_prediction": results, "parameters": parameters, "operators": operators,
+            "peak_rss_mb": peak_rss_mb()}
+
+
+OPERATOR_TOP = 6  # operators listed per model and batch size in the serving profile
+
+
+def _operator_profile(module: Any, inputs: tuple[Any, ...], calls: int) -> dict[str, Any]:
+    """torch.profiler over `calls` eager forward passes: operator calls per forward (what bounds batch 1,
+    where each operator's dispatch costs about the same whatever its size) and the operators with the most
+    self CPU time (what bounds batch 512)."""
+    import numpy as np
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    tensors = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in inputs)
+    with torch.inference_mode():
+        module(*tensors)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(calls):
+                module(*tensors)
+    events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:OPERATOR_TOP]
+    return {"operator_calls_per_forward": sum(e.count for e in events) / calls,
+            "self_cpu_us_per_forward": total / calls,
+            "top": [{"operator": e.key, "share": e.self_cpu_time_total / total, "calls_per_forward": e.count / calls}
+                    for e in top]}
 
 
 CASES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {

@@ -272,9 +272,27 @@ def markdown(results: dict[str, Any]) -> str:
                   + "; ".join(parts) + ". Parameters: " + ", ".join(f"{who} {n:,}" for who, n in p.items())
                   + " (teacher / student: " + ", ".join(f"{who} {r:.1f}" for who, r in sv["parameter_ratio"].items())
                   + ").", "", f"`{sv['command']}`", ""]
+        if sv.get("operators"):
+            lines += _operator_table(sv["operators"])
     for note in results.get("notes", []):
         lines.append(note)
     return "\n".join(lines) + "\n"
+
+
+def _operator_table(operators: dict[str, dict[str, Any]]) -> list[str]:
+    """The serving profile: operator calls per forward (batch 1 pays a dispatch per call) and where the self
+    CPU time of a forward goes (batch 512)."""
+    lines = ["*Profile (torch.profiler, eager, the timed calls repeated):* aten operator calls per forward (every "
+             "nesting level) and self CPU µs per forward; the operators with the most self time.", "",
+             "| model | batch | operator calls / forward | self CPU µs / forward "
+             "| top operators (share of self time) |",
+             "|---|---:|---:|---:|---|"]
+    for who, batches in operators.items():
+        for batch, profile in batches.items():
+            top = ", ".join(f"`{row['operator']}` {row['share']:.0%}" for row in profile["top"])
+            lines.append(f"| {who} | {batch} | {profile['operator_calls_per_forward']:.0f} | "
+                         f"{profile['self_cpu_us_per_forward']:,.0f} | {top} |")
+    return [*lines, ""]
 
 
 def write(results: dict[str, Any], out: Path) -> None:

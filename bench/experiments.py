@@ -82,7 +82,7 @@ DEBIAS_TARGETS = {
     "student_raw": "f_S(T1) vs f_S(S1) (paper)",
     "exact": "exact re-projection into the student's sampling space (ours)",
 }
-DEBIAS_ALPHAS = (30.0, RECIPE_ALPHA, 300.0)
+DEBIAS_ALPHAS = (30.0, RECIPE_ALPHA, 300.0, 1000.0)
 
 
 def _debias_cell(target: str, alpha: float) -> Cell:

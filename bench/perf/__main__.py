@@ -293,8 +293,9 @@ RUNNERS: dict[str, Callable[[Runner], dict[str, Any]]] = {
 
 
 def assign_lanes(cases: list[str], n_lanes: int, weights: dict[str, float]) -> list[list[str]]:
-    """Cases over lanes, longest first onto the least loaded lane (weights: each case's CPU seconds in the
-    last complete run; a case never measured weighs as much as the heaviest). Each lane keeps CASE_ORDER."""
+    """Cases over lanes, longest first onto the least loaded lane (weights: each case's wall seconds in the
+    last results, which include its waits on disk; a case never measured weighs as much as the heaviest).
+    Each lane keeps CASE_ORDER."""
     default = max(weights.values(), default=1.0)
     loads, lanes = [0.0] * n_lanes, [[] for _ in range(n_lanes)]  # type: list[float], list[list[str]]
     for name in sorted(cases, key=lambda c: -weights.get(c, default)):
@@ -345,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     cases = [name for name in CASE_ORDER if not only or name in only]
     lane_cpus = list(plan.lanes) or [plan.cpus]
     last_complete = json.loads((out / "performance.json").read_text()) if (out / "performance.json").exists() else {}
-    lanes = assign_lanes(cases, len(lane_cpus), last_complete.get("case_cpu_seconds", {}))
+    lanes = assign_lanes(cases, len(lane_cpus), last_complete.get("case_seconds", {}))
     results["lanes"] = [{"cpus": cpus, "cases": lane} for cpus, lane in zip(lane_cpus, lanes, strict=False)]
     lock = threading.Lock()
 

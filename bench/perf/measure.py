@@ -113,5 +113,6 @@ def run_case(name: str, params: dict[str, Any], *, cpus: str, workdir: Path, log
         raise RuntimeError(f"case {name} failed (exit {process.returncode}); see {log}")
     result: dict[str, Any] = json.loads(result_file.read_text())
     result["process_wall_seconds"] = time.monotonic() - started
-    result["process_cpu_seconds"] = usage.ru_utime + usage.ru_stime
+    # Under py-spy the waited-for process is py-spy, which may not reap the case: take the case's own count.
+    result["process_cpu_seconds"] = max(usage.ru_utime + usage.ru_stime, result.get("self_cpu_seconds", 0.0))
     return result

@@ -247,13 +247,18 @@ def run_scaling(runner: Runner) -> dict[str, Any]:
                                       "home": str(runner.state / "scaling" / str(impressions))}, tag=str(impressions))
         points.append({"impressions": impressions, "rows": out["rows"], "seconds": out["seconds"],
                        "work_peak_rss_mb": out["work_peak_rss_mb"], "peak_rss_mb": out["peak_rss_mb"],
-                       "baseline_rss_mb": out["baseline_rss_mb"], "command": out["command"]})
+                       "baseline_rss_mb": out["baseline_rss_mb"], "stage_peaks_mb": out.get("stage_peaks_mb", {}),
+                       "command": out["command"]})
     xs = [p["impressions"] for p in points]
+    # Which stages' own peaks grow with the day: the memory profile of the day.
+    stages = sorted({label for p in points for label in p["stage_peaks_mb"]})
+    stage_exponents = {label: log_log_slope(xs, [max(p["stage_peaks_mb"].get(label, 0.0), 1.0) for p in points])
+                       for label in stages}
     return {"scaling_exponent_time": log_log_slope(xs, [p["seconds"] for p in points]),
             # the day's own peak above what the process held before it (the stricter measure of growth)
             "scaling_exponent_memory": log_log_slope(xs, [max(p["work_peak_rss_mb"] - p["baseline_rss_mb"], 1.0)
                                                           for p in points]),
-            "scaling": {"points": points,
+            "scaling": {"points": points, "stage_memory_exponents": stage_exponents,
                         "exponent_process_peak_rss": log_log_slope(xs, [p["peak_rss_mb"] for p in points])}}
 
 

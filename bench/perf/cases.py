@@ -341,6 +341,7 @@ def _stream_rows(pipeline: Any, day: date) -> dict[str, int]:
 def scaling(params: dict[str, Any]) -> dict[str, Any]:
     """One streaming day through Dagster at one size: wall time and the day's own peak memory."""
     from bench.perf.pipeline import PerfPipeline, streaming_day_overrides
+    from bench.perf.timeline import Timeline, installed
 
     threads = params["threads"]
     home = Path(params["home"])
@@ -349,8 +350,13 @@ def scaling(params: dict[str, Any]) -> dict[str, Any]:
     pipeline.setup()
     out: dict[str, Any] = {"impressions": params["impressions"]}
     day = pipeline.streaming_day
-    with section(out):
+    # Each stage's own peak memory: what bounds the day's (the wrappers reset the high-water mark at every
+    # stage boundary, so the day's own peak is the largest reading they saw).
+    with installed(Timeline(memory=True)) as timeline, section(out):
         pipeline.dagster_day(day)
+    out["work_peak_rss_mb"] = max(timeline.peak_mb, out["work_peak_rss_mb"])
+    out["stage_peaks_mb"] = dict(timeline.peaks_mb)
+    out["stage_seconds"] = timeline.snapshot()
     out["rows"] = _stream_rows(pipeline, day)
     shutil.rmtree(home, ignore_errors=True)
     return out

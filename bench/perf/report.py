@@ -235,6 +235,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", f"Exponents: time **{results['scaling_exponent_time']:.2f}**, memory (day's work peak) "
                   f"**{results['scaling_exponent_memory']:.2f}**, process peak {sc['exponent_process_peak_rss']:.2f}.",
                   "", f"`{sc['points'][0]['command']}`", ""]
+        if sc.get("stage_memory_exponents"):
+            lines += _stage_memory_table(sc)
     if "orchestration" in results:
         first = results["orchestration"]["scales"][0]
         lines += ["## 6. Where the time goes", "",
@@ -277,6 +279,19 @@ def markdown(results: dict[str, Any]) -> str:
     for note in results.get("notes", []):
         lines.append(note)
     return "\n".join(lines) + "\n"
+
+
+def _stage_memory_table(scaling: dict[str, Any]) -> list[str]:
+    """The day's memory profile: each stage's own peak above what the process held when it started."""
+    points = scaling["points"]
+    header = ["stage", *[f"{p['impressions']:,} MB" for p in points], "exponent"]
+    exponents = scaling["stage_memory_exponents"]
+    rows = [[label, *[f"{p['stage_peaks_mb'].get(label, 0.0):,.0f}" for p in points], f"{exponents[label]:.2f}"]
+            for label in sorted(exponents, key=lambda name: -points[-1]["stage_peaks_mb"].get(name, 0.0))]
+    return ["*Memory profile:* each stage's own peak RSS above what the process held when the stage started "
+            "(the kernel's high-water mark read and reset at every stage boundary), largest at the top size "
+            "first:", "", "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1),
+            *["| " + " | ".join(row) + " |" for row in rows], ""]
 
 
 def _operator_table(operators: dict[str, dict[str, Any]]) -> list[str]:

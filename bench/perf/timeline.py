@@ -13,9 +13,26 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 Labeller = Callable[..., str]
+
+
+def _status_mb(field_name: str) -> float:
+    """A memory figure of this process from /proc/self/status (kB there), in MB; 0 where unreadable."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{field_name}:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return 0.0
+    return 0.0
+
+
+def _reset_high_water_mark() -> None:
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
 
 
 @dataclass
@@ -24,16 +41,39 @@ class Timeline:
     calls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     events: list[dict[str, Any]] = field(default_factory=list)  # inclusive time of each call of `tracked` labels
     tracked: tuple[str, ...] = ("report",)
-    _stack: list[list[Any]] = field(default_factory=list)
+    # memory=True: each stage's own peak RSS above what the process held when it started (the kernel's
+    # high-water mark is read and reset at every stage boundary, so every stage, not only the largest,
+    # shows its peak; `peak_mb` keeps the largest reading of the whole run).
+    memory: bool = False
+    peaks_mb: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    peak_mb: float = 0.0
+    _stack: list[list[Any]] = field(default_factory=list)  # [label, started, inner seconds, entry RSS, peak RSS]
+
+    def _fold_high_water_mark(self) -> float:
+        """The peak since the last boundary, folded into every open stage; the mark restarts from now."""
+        peak = _status_mb("VmHWM")
+        for frame in self._stack:
+            frame[4] = max(frame[4], peak)
+        self.peak_mb = max(self.peak_mb, peak)
+        _reset_high_water_mark()
+        return peak
 
     def enter(self, label: str) -> None:
-        self._stack.append([label, time.perf_counter(), 0.0])
+        entry = 0.0
+        if self.memory:
+            self._fold_high_water_mark()
+            entry = _status_mb("VmRSS")
+        self._stack.append([label, time.perf_counter(), 0.0, entry, entry])
 
     def exit(self, detail: str | None = None) -> None:
-        label, started, inner = self._stack.pop()
+        if self.memory:
+            self._fold_high_water_mark()
+        label, started, inner, entry, peak = self._stack.pop()
         elapsed = time.perf_counter() - started
         self.totals[label] += elapsed - inner
         self.calls[label] += 1
+        if self.memory:
+            self.peaks_mb[label] = max(self.peaks_mb[label], peak - entry)
         if self._stack:
             self._stack[-1][2] += elapsed
         if any(label.startswith(t) for t in self.tracked):

@@ -29,7 +29,8 @@ def _recorded(name: str, params: dict[str, Any]) -> dict[str, Any]:
     if name == "scaling":
         size = params["impressions"]
         return {"seconds": 1.0 + size / 1000, "work_peak_rss_mb": 500.0 + size / 100, "baseline_rss_mb": 400.0,
-                "peak_rss_mb": 900.0 + size / 100, "rows": {"eval": size}, "command": "recorded"}
+                "peak_rss_mb": 900.0 + size / 100, "rows": {"eval": size}, "command": "recorded",
+                "stage_peaks_mb": {"teacher training": 100.0 + size / 10, "report: ranker": 50.0}}
     days = [{"label": f"report: {s}", "seconds": 0.5 + i / 10, "detail": f"2026-01-0{i + 2}"}
             for s in ("ranker", "prerank") for i in range(3)]
     return {"seconds": 20.0, "peak_rss_mb": 900.0, "stages": {"teacher training": 5.0, "report: ranker": 3.0},
@@ -101,10 +102,14 @@ def test_harness_writes_every_key_with_sane_numbers(tmp_path: Path, monkeypatch:
     assert sum(breakdown["shares"].values()) == pytest.approx(1.0)
     assert results["make_run"]["report_cost_by_day"]["report: ranker"]["seconds_by_day"] == [0.5, 0.6, 0.7]
     assert results["scaling_exponent_time"] > 0
+    exponents = results["scaling"]["stage_memory_exponents"]
+    assert exponents["teacher training"] > 0 and exponents["report: ranker"] == pytest.approx(0.0)
+    assert results["serving"]["operators"]["teacher"]["1"]["operator_calls_per_forward"] > 0
     names = [row["name"] for row in results["targets"]]
     assert "logit recording overhead" in names and any(n.startswith("orchestration overhead") for n in names)
     markdown = (out / "performance.md").read_text()
     assert "## Targets" in markdown and "load average" in markdown
+    assert "*Memory profile:*" in markdown and "operator calls / forward" in markdown
 
 
 def test_lanes_take_the_longest_cases_first_and_keep_the_case_order() -> None:
@@ -117,3 +122,20 @@ def test_lanes_take_the_longest_cases_first_and_keep_the_case_order() -> None:
     assert sorted(assign_lanes(["train", "orchestration"], 2, weights)) == [["orchestration"], ["train"]]
     assert assign_lanes(list(CASE_ORDER), 1, {}) == [list(CASE_ORDER)]
     assert assign_lanes(["serving"], 2, weights) == [["serving"]]
+
+
+def test_timeline_books_each_stages_own_peak_memory() -> None:
+    import numpy as np
+
+    from bench.perf.timeline import Timeline
+
+    timeline = Timeline(memory=True)
+    with timeline.span("day"):
+        with timeline.span("large"):
+            block = np.ones(12_000_000)  # ≈ 92 MB resident
+            del block
+        with timeline.span("small"):  # after the larger stage: its own peak, not the day's
+            block = np.ones(1_000_000)  # ≈ 8 MB
+            del block
+    assert timeline.peaks_mb["large"] > 80 and timeline.peaks_mb["small"] < 40
+    assert timeline.peaks_mb["day"] >= timeline.peaks_mb["large"] and timeline.peak_mb > 80

@@ -19,7 +19,9 @@ def test_every_cell_is_a_valid_configuration(quick: bool) -> None:
 
 
 def test_selection_and_quick_subset() -> None:
-    assert [e.name for e in selected(None, quick=False)] == [e.name for e in EXPERIMENTS]
+    assert [e.name for e in selected(None, quick=False)] == [e.name for e in EXPERIMENTS if e.in_default_run]
+    assert {"main", "counter_fed", "recipe", "alpha", "debias", "record_epoch"} <= {
+        e.name for e in selected(None, quick=False)}
     quick = selected(None, quick=True)
     assert "main" in [e.name for e in quick]
     assert [e.name for e in selected(["alpha"], quick=False)] == ["alpha"]

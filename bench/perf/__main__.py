@@ -114,10 +114,13 @@ def run_train(runner: Runner) -> dict[str, Any]:
         details[name] = {"rows": result["rows"], "batch_size": result["batch_size"],
                          "parameters": result["parameters"], "pipeline_samples_per_s": summary(pipeline),
                          "bare_samples_per_s": summary(bare), "pair_ratios": ratios(pipeline, bare)}
-    profile = summarize(Path(out["profile_raw"]), within=("train_teacher", "train_student"),
-                        inclusive=TRAIN_FUNCTIONS) if out.get("profile_raw") else None
+    raw = Path(out["profile_raw"]) if out.get("profile_raw") else None
+    profile = summarize(raw, within=("train_teacher", "train_student"), inclusive=TRAIN_FUNCTIONS) if raw else None
+    # The students' pipeline loops alone: their steps are cheap, so what the loop adds around them shows here.
+    students = summarize(raw, within=("train_student",), inclusive=TRAIN_FUNCTIONS) if raw else None
     return {"train_efficiency": efficiency,
-            "training": {"models": details, "command": out["command"], "profile": profile}}
+            "training": {"models": details, "command": out["command"], "profile": profile,
+                         "profile_students": students}}
 
 
 def run_fixes(runner: Runner) -> dict[str, Any]:

@@ -198,6 +198,7 @@ def markdown(results: dict[str, Any]) -> str:
                          f"{_pct(results['train_efficiency'][name])} |")
         lines += ["", f"`{results['training']['command']}`", ""]
         lines += _profile_lines(results["training"].get("profile"), "the training case")
+        lines += _profile_lines(results["training"].get("profile_students"), "the students' pipeline loops only")
     if "fixes" in results:
         fx = results["fixes"]
         lines += ["## Fixes, each against what it replaced", "",

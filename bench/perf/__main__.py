@@ -345,8 +345,14 @@ def main(argv: list[str] | None = None) -> int:
     previous = json.loads((out / "performance.json").read_text()) if only and (out / "performance.json").exists() \
         else {}
     command = "python -m bench.perf " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    results: dict[str, Any] = {**previous, "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                               "command": command.strip(), "quick": args.quick, "plan": plan.model_dump(),
+    # With --only, the other cases come from earlier invocations: every invocation is listed.
+    earlier = previous.get("invocations") or (
+        [{"command": previous["command"], "generated_at": previous["generated_at"],
+          "wall_seconds": previous.get("wall_seconds")}] if previous.get("command") else [])
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    invocation: dict[str, Any] = {"command": command.strip(), "generated_at": now, "cases": only or list(CASE_ORDER)}
+    results: dict[str, Any] = {**previous, "generated_at": now, "command": command.strip(),
+                               "invocations": [*earlier, invocation], "quick": args.quick, "plan": plan.model_dump(),
                                "machine_before": machine(plan.cpus, plan.threads)}
     started = time.monotonic()
     case_seconds = dict(previous.get("case_seconds", {}))
@@ -356,6 +362,11 @@ def main(argv: list[str] | None = None) -> int:
     last_complete = json.loads((out / "performance.json").read_text()) if (out / "performance.json").exists() else {}
     lanes = assign_lanes(cases, len(lane_cpus), last_complete.get("case_seconds", {}))
     results["lanes"] = [{"cpus": cpus, "cases": lane} for cpus, lane in zip(lane_cpus, lanes, strict=False)]
+    # Which CPU(s) measured each case (with --only, earlier cases keep theirs).
+    earlier_cpus = previous.get("case_cpus") or {case: lane["cpus"] for lane in previous.get("lanes", [])
+                                                 for case in lane["cases"]}
+    now_cpus = {case: lane["cpus"] for lane in results["lanes"] for case in lane["cases"]}
+    results["case_cpus"] = {**earlier_cpus, **now_cpus}
     lock = threading.Lock()
 
     def run_lane(index: int, lane: list[str]) -> None:
@@ -372,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
                 results["case_cpu_seconds"] = {c: case_cpu[c] for c in CASE_ORDER if c in case_cpu}
                 results["case_seconds"] = {c: case_seconds[c] for c in CASE_ORDER if c in case_seconds}
                 results["machine_after"] = machine(plan.cpus, plan.threads)
-                results["wall_seconds"] = time.monotonic() - started
+                results["wall_seconds"] = invocation["wall_seconds"] = time.monotonic() - started
                 results["cases_cpu_seconds"] = sum(results["case_cpu_seconds"].values())
                 write(results, out)
             _log(f"case {name}: {case_seconds[name]:.0f}s")

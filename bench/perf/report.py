@@ -114,11 +114,13 @@ def _profile_lines(profile: dict[str, Any] | None, title: str) -> list[str]:
 
 
 def _pinning(results: dict[str, Any]) -> str:
-    lanes = results.get("lanes") or []
-    if len(lanes) < 2:
+    by_cpus: dict[str, list[str]] = {}
+    for case, cpus in (results.get("case_cpus") or {}).items():
+        by_cpus.setdefault(cpus, []).append(case)
+    if len(by_cpus) < 2:
         return f"Every measuring process was pinned to CPU(s) `{results.get('plan', {}).get('cpus')}` (taskset)"
-    return (f"The cases ran in {len(lanes)} concurrent lanes, each measuring process pinned (taskset) to its "
-            "lane's CPU (" + "; ".join(f"CPU `{lane['cpus']}`: {', '.join(lane['cases'])}" for lane in lanes)
+    return ("The cases ran in concurrent lanes, each measuring process pinned (taskset) to its lane's CPU ("
+            + "; ".join(f"CPU `{cpus}`: {', '.join(cases)}" for cpus, cases in sorted(by_cpus.items()))
             + "), so the other lane's process shares the memory bus and caches, never the core,")
 
 
@@ -129,10 +131,14 @@ def markdown(results: dict[str, Any]) -> str:
         "# Performance", "",
         f"Generated {results.get('generated_at')} by `{results.get('command')}` "
         f"({'QUICK: reduced sizes' if results.get('quick') else 'full sizes'}), "
-        f"{_fmt(results.get('wall_seconds', 0) / 60, 1)} min wall, "
+        f"{_fmt(results.get('wall_seconds', 0) / 60, 1)} min wall (this invocation), "
         f"{_fmt(results.get('cases_cpu_seconds', 0) / 60, 1)} min of CPU time in the measuring processes "
         "(on a busy machine the wall time exceeds it by the time the processes waited for the CPU).",
         "",
+        *([("Cases from several invocations (each later one re-measured only its cases): "
+            + "; ".join(f"`{i['command']}` at {i['generated_at']}, {_fmt((i.get('wall_seconds') or 0) / 60, 1)} min"
+                        + (f" ({', '.join(i['cases'])})" if i.get("cases") else "") for i in results["invocations"])
+            + "."), ""] if len(results.get("invocations", [])) > 1 else []),
         f"Machine: {machine_before.get('cpu_count')} CPUs, {machine_before.get('platform')}, torch "
         f"{machine_before.get('torch')}, polars {machine_before.get('polars')}. **Shared** with other work while "
         f"measured: load average (1, 5, 15 min) {machine_before.get('load_average')} before, "

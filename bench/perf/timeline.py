@@ -214,7 +214,7 @@ def install(timeline: Timeline) -> None:
         (teacher._assess_health, fixed("health check"), None),
         (dataset.build_student_dataset, _student_label("join"), None),
         (student.train_student_partition, _student_label("student training"), None),
-        (evaluation.evaluate_partition, _student_label("report"), day_of(2)),
+        (evaluation.evaluate_partition, lambda ctx, student, *rest, **kwargs: f"report: {student.name}", day_of(2)),
         (site.publish_report, lambda config, store, name, day: f"report: {name}", day_of(3)),
         (student.serving_example, fixed("MLflow logging"), None),
     ]

@@ -139,3 +139,15 @@ def test_timeline_books_each_stages_own_peak_memory() -> None:
             del block
     assert timeline.peaks_mb["large"] > 80 and timeline.peaks_mb["small"] < 40
     assert timeline.peaks_mb["day"] >= timeline.peaks_mb["large"] and timeline.peak_mb > 80
+
+
+def test_timeline_books_a_report_under_its_student_whatever_its_arguments() -> None:
+    from types import SimpleNamespace
+
+    import recdistill_dagster.stages.evaluation as evaluation
+    from bench.perf.timeline import Timeline, installed
+
+    timeline = Timeline()
+    with installed(timeline), pytest.raises(AttributeError):  # a stand-in context: the stage fails at once
+        evaluation.evaluate_partition(None, SimpleNamespace(name="ranker"), None, lambda snapshot: None)
+    assert list(timeline.totals) == ["report: ranker"]

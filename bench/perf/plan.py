@@ -30,7 +30,7 @@ class PerfPlan(StrictModel):
     join_history_len: int = Field(16, ge=1)
     join_logit_factor: int = Field(2, ge=1)
     join_pandas_max_rows: int = Field(30_000_000, ge=0)  # above this the pandas baseline is skipped
-    # 4.-5. the profile whose models and world the pipeline cases run (one-day batch phase, one streaming day)
+    # the profile whose models (and, 4.-5., world: one-day batch phase, one streaming day) the cases run
     pipeline_profile: str = "demo"
     # 4. orchestration: impressions per day at each scale (the first: the profile's own scale)
     orchestration_impressions: tuple[int, ...]
@@ -52,9 +52,11 @@ class PerfPlan(StrictModel):
 
 
 def quick_plan() -> PerfPlan:
-    """Sized for about 5 minutes of CPU time in the measuring processes (the wall time on an idle machine)."""
+    """A smoke run of every case in under 5 minutes on two lanes: `tiny` models (each pipeline case sets up
+    its own batch phase, which the demo teacher makes the larger part of the case), smaller sizes."""
     return PerfPlan(
         quick=True,
+        pipeline_profile="tiny",
         recording_rows=2048, recording_repeats=3,
         train_rows=2048, train_repeats=3,
         join_rows=(100_000, 300_000, 1_000_000), join_repeats=2,

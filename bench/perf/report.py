@@ -21,6 +21,7 @@ def _exponent(xs: list[float], ys: list[float]) -> float | None:
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Every target of the issue with its measured value and whether it is met (None: not measured)."""
     rows: list[dict[str, Any]] = []
+    models = results.get("plan", {}).get("pipeline_profile", "demo")
 
     def add(name: str, value: Any, target: str, met: bool | None) -> None:
         rows.append({"name": name, "value": value, "target": target, "met": met})
@@ -43,7 +44,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     if "orchestration_overhead" in results:
         value = results["orchestration_overhead"]
         first = results["orchestration"]["scales"][0]["impressions"]
-        add(f"orchestration overhead, one streaming day at {first:,} impressions (demo: 60,000)", value, "≤ 10%",
+        add(f"orchestration overhead, one streaming day at {first:,} impressions ({models} models)", value, "≤ 10%",
             value <= 0.10)
         exponent = results["orchestration"].get("extra_seconds_exponent")
         add("orchestration extra seconds vs rows (exponent)", exponent,
@@ -127,6 +128,7 @@ def _pinning(results: dict[str, Any]) -> str:
 def markdown(results: dict[str, Any]) -> str:
     machine_before, machine_after = results.get("machine_before", {}), results.get("machine_after", {})
     plan = results.get("plan", {})
+    models = plan.get("pipeline_profile", "demo")
     lines = [
         "# Performance", "",
         f"Generated {results.get('generated_at')} by `{results.get('command')}` "
@@ -165,7 +167,7 @@ def markdown(results: dict[str, Any]) -> str:
     if "recording" in results:
         rec = results["recording"]
         lines += ["## 1. Logit recording overhead", "",
-                  f"Teacher (demo architecture) trained on the same {rec['rows']:,} rows of one day (batch "
+                  f"Teacher ({models} architecture) trained on the same {rec['rows']:,} rows of one day (batch "
                   f"{rec['batch_size']}), recording on vs off (`train_teacher(..., record=False)`), alternating.",
                   f"Samples/s on: {_spread(rec['on_samples_per_s'])}; off: {_spread(rec['off_samples_per_s'])}. "
                   f"**Overhead {_pct(results['recording_overhead'])}** (1 − median of on/off pairs "
@@ -209,7 +211,7 @@ def markdown(results: dict[str, Any]) -> str:
         fx = results["fixes"]
         lines += ["## Fixes, each against what it replaced", "",
                   f"One evaluation day of {fx['rows']:,} rows ({fx['holdout_rows']:,} held out from the teacher), "
-                  "demo models, before and after alternating; seconds median [min–max].", "",
+                  f"{models} models, before and after alternating; seconds median [min–max].", "",
                   "| fix | before s | after s | speedup |", "|---|---:|---:|---:|"]
         for name, f in fx["speedups"].items():
             lines.append(f"| {name} | {_spread(f['before_seconds'], 3)} | {_spread(f['after_seconds'], 3)} | "
@@ -220,7 +222,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["## 4. Orchestration overhead (one streaming day)", "",
                   "The day's `sample_streams_job` + `daily_training_job` through Dagster (every asset, MLflow "
                   "logging, in-process executor, SQLite instance) vs the same stage functions called from a "
-                  "plain script (no Dagster, no MLflow), alternating, on the demo profile with a one-day batch "
+                  f"plain script (no Dagster, no MLflow), alternating, on the {models} profile with a one-day batch "
                   "phase.", "", "| impressions/day | rows (eval, teacher, students) | Dagster s | script s | "
                   "extra s | overhead |", "|---:|---|---:|---:|---:|---:|"]
         for s in orch["scales"]:
@@ -233,7 +235,7 @@ def markdown(results: dict[str, Any]) -> str:
     if "scaling" in results:
         sc = results["scaling"]
         lines += ["## 5. Scaling of one streaming day", "",
-                  "One streaming day through Dagster (demo models, one-day batch phase set up first, not timed) "
+                  f"One streaming day through Dagster ({models} models, one-day batch phase set up first, not timed) "
                   "at three sizes; work peak = the day's own high-water mark above what the process held.", "",
                   "| impressions/day | seconds | work peak MB | process peak MB |", "|---:|---:|---:|---:|"]
         for p in sc["points"]:

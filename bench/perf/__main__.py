@@ -359,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     case_cpu = dict(previous.get("case_cpu_seconds", {}))
     cases = [name for name in CASE_ORDER if not only or name in only]
     lane_cpus = list(plan.lanes) or [plan.cpus]
-    last_complete = json.loads((out / "performance.json").read_text()) if (out / "performance.json").exists() else {}
+    last_complete = previous or (json.loads((out / "performance.json").read_text())
+                                 if (out / "performance.json").exists() else {})
     lanes = assign_lanes(cases, len(lane_cpus), last_complete.get("case_seconds", {}))
     results["lanes"] = [{"cpus": cpus, "cases": lane} for cpus, lane in zip(lane_cpus, lanes, strict=False)]
     # Which CPU(s) measured each case (with --only, earlier cases keep theirs).

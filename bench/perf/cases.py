@@ -16,14 +16,13 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from bench.perf.measure import current_rss_mb, peak_rss_mb
+from bench.perf.measure import current_rss_mb, peak_rss_mb, reset_high_water_mark
 
 
 @contextlib.contextmanager
 def section(out: dict[str, Any]) -> Iterator[None]:
     """Time a section and record its own peak RSS (high-water mark reset at its start)."""
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")
+    reset_high_water_mark()
     out["baseline_rss_mb"] = current_rss_mb()
     started = time.perf_counter()
     yield

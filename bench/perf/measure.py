@@ -1,5 +1,6 @@
 """Running one case in its own pinned subprocess, and the statistics every figure is quoted with."""
 
+import contextlib
 import json
 import os
 import platform
@@ -19,6 +20,12 @@ REPO = Path(__file__).resolve().parents[2]
 def peak_rss_mb() -> float:
     """This process's peak resident set (ru_maxrss is in KiB on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_high_water_mark() -> None:
+    """Restart the kernel's peak-RSS mark from now (/proc/self/clear_refs "5"), where the kernel allows it."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
 
 
 def current_rss_mb() -> float:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.perf.measure import reset_high_water_mark
+
 Labeller = Callable[..., str]
 
 
@@ -28,11 +30,6 @@ def _status_mb(field_name: str) -> float:
     except OSError:
         return 0.0
     return 0.0
-
-
-def _reset_high_water_mark() -> None:
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")
 
 
 @dataclass
@@ -55,7 +52,7 @@ class Timeline:
         for frame in self._stack:
             frame[4] = max(frame[4], peak)
         self.peak_mb = max(self.peak_mb, peak)
-        _reset_high_water_mark()
+        reset_high_water_mark()
         return peak
 
     def enter(self, label: str) -> None:

@@ -5,7 +5,9 @@
   evaluation rows (one world, several model seeds) form one `World` of the hierarchical bootstrap
   (`bootstrap_aucs`), with the seed-level interval beside it; pooled AUC as a secondary column.
 - Paired differences between cells that share teacher, baseline and rows (Δη), and the transfer
-  ceiling G* with ρ from the oracle-teacher cell (`summarize_experiment`).
+  ceiling G* with ρ from the oracle-teacher cell (`summarize_experiment`); cells that share the
+  baseline and rows but train their own teachers (a teacher sweep) are paired on both the teacher's
+  and the distilled student's AUC (`compare_teachers`).
 - Loss magnitudes: the `task_loss` / `distill_loss` metadata of the `student_checkpoint`
   materializations in the cell's Dagster event log; the KL part of the distillation loss is the
   logged cross-entropy minus the entropy of the teacher targets (computed from the student dataset).
@@ -282,15 +284,18 @@ def _per_day(predictions: list[pl.DataFrame]) -> list[dict[str, Any]]:
 
 
 PAIRED_MODELS = ("teacher", "student_raw")  # what two cells must share, row for row, to be paired
+SWEPT_TEACHER = "teacher@"  # a teacher sweep's per-cell teacher column: teacher@<cell>
 
 
-def paired_bootstrap(cells: dict[str, list[CellRun]], *, n_boot: int, seed: int = 0) -> AucBootstrap | None:
-    """One bootstrap over several cells' distilled students that share teacher, baseline and rows.
+def paired_bootstrap(cells: dict[str, list[CellRun]], *, n_boot: int, seed: int = 0,
+                     shared: tuple[str, ...] = PAIRED_MODELS) -> AucBootstrap | None:
+    """One bootstrap over several cells' distilled students that share `shared` models and rows.
 
-    Models: `teacher`, `student_raw`, `bayes` (where p_true exists) and each cell's distilled main
-    tower under the cell's name. Runs are matched by (world, model seed); None when the cells do not
-    share the teacher's and the baseline's predictions (different teachers or student architectures),
-    so no paired difference exists.
+    Models: the shared ones (`teacher` and `student_raw` by default), `bayes` (where p_true exists)
+    and each cell's distilled main tower under the cell's name; when the teacher is not shared, each
+    cell's teacher as `teacher@<cell>`. Runs are matched by (world, model seed); None when the cells
+    do not share those predictions (different teachers or student architectures), so no paired
+    difference exists.
     """
     keyed = {name: {(world_key(r.config), r.seed): _predictions(r) for r in runs} for name, runs in cells.items()}
     keys = [(world_key(r.config), r.seed) for r in next(iter(cells.values()))]
@@ -304,12 +309,14 @@ def paired_bootstrap(cells: dict[str, list[CellRun]], *, n_boot: int, seed: int 
             # The same checkpoints scored in another process: equal up to float summation order.
             if not other["sample_id"].equals(base["sample_id"]) or not all(
                     np.allclose(other[m].to_numpy(), base[m].to_numpy(), rtol=1e-5, atol=1e-7)
-                    for m in PAIRED_MODELS):
+                    for m in shared):
                 return None
-        columns = {m: base[m] for m in PAIRED_MODELS}
+        columns = {m: base[m] for m in shared}
         if base["p_true"].null_count() == 0:
             columns["bayes"] = base["p_true"]
         columns.update({name: k[key]["student_distill"] for name, k in keyed.items()})
+        if "teacher" not in shared:
+            columns.update({f"{SWEPT_TEACHER}{name}": k[key]["teacher"] for name, k in keyed.items()})
         merged.append((key, base.select("label", "report_day").with_columns(**columns)))
     models = tuple(c for c in merged[0][1].columns if c not in ("label", "report_day"))
     grouped: dict[str, list[pl.DataFrame]] = {}
@@ -338,6 +345,29 @@ def compare_cells(reference: str, cells: dict[str, list[CellRun]], *, n_boot: in
         return {}
     return {name: ratio_entry(ratio_estimate(boot, (name, reference), PAIRED_MODELS))
             for name in cells if name != reference}
+
+
+def _difference(boot: AucBootstrap, model: str, reference: str) -> dict[str, Any]:
+    """AUC(model) − AUC(reference), paired, with its bootstrap and seed-level intervals."""
+    diff = boot.difference(model, reference)
+    units, unit_name = boot.units(model, reference)
+    return {"value": diff.point, "ci": list(diff.ci), "ci_seed_level": _list(t_interval(units, boot.level)),
+            "seed_level_units": unit_name}
+
+
+def compare_teachers(reference: str, cells: dict[str, list[CellRun]], *, n_boot: int,
+                     seed: int = 0) -> dict[str, dict[str, Any]]:
+    """A teacher sweep: cells that share the baseline and rows, each with its own teacher. Paired against
+    `reference`: Δ teacher AUC and Δ distilled-student AUC (what a bigger teacher buys, and how much of it
+    reaches the student); {} when the cells do not share the baseline's predictions."""
+    boot = paired_bootstrap(cells, n_boot=n_boot, seed=seed, shared=("student_raw",))
+    if boot is None:
+        return {}
+    ref_teacher = f"{SWEPT_TEACHER}{reference}"
+    return {name: {"teacher_auc": boot.point[f"{SWEPT_TEACHER}{name}"],
+                   "teacher_delta": _difference(boot, f"{SWEPT_TEACHER}{name}", ref_teacher),
+                   "distilled_delta": _difference(boot, name, reference)}
+            for name in cells}
 
 
 def ceiling(distilled: list[CellRun], oracle: list[CellRun], *, n_boot: int, seed: int = 0) -> dict[str, Any] | None:
@@ -378,6 +408,8 @@ def summarize_experiment(experiment: Experiment, runs: dict[str, list[CellRun]],
                            "kind": experiment.kind, "note": experiment.note, "reference": reference, "cells": cells}
     if experiment.kind == "matched":
         out["matched"] = matched_comparison(experiment, cells, runs, n_boot=boot_of(runs[reference]))
+    if experiment.kind == "teacher_sweep":
+        out["teacher_sweep"] = compare_teachers(reference, runs, n_boot=boot_of(runs[reference]))
     if experiment.name == HEADLINE_EXPERIMENT:
         ceiling_of = (ceiling(runs[reference], runs[experiment.oracle], n_boot=boot_of(runs[reference]))
                       if experiment.oracle is not None else None)

@@ -39,7 +39,8 @@ class Experiment:
     paper: str  # the paper's table or section it reproduces
     cells: tuple[Cell, ...]
     profile: str = "bench"
-    kind: str = "eta"  # how the markdown renders it: eta | alpha | streaming | calibration | capacity | matched
+    # How the markdown renders it: eta | alpha | streaming | calibration | capacity | matched | teacher_sweep.
+    kind: str = "eta"
     note: str = ""
     # The cell the others are paired with (Δη, Δ student gain), when they share its teacher, baseline
     # and rows; None: the first cell.
@@ -86,6 +87,15 @@ DEBIAS_TARGETS = {
     "exact": "exact re-projection into the student's sampling space (ours)",
 }
 DEBIAS_ALPHAS = (30.0, RECIPE_ALPHA, 300.0, 1000.0)
+
+
+# The teacher's parameter axis below the default (embed 48, width 128, 8 tokens, depth 2): embedding width,
+# mixer width and depth shrink together.
+SMALLER_TEACHERS: dict[str, dict[str, int]] = {
+    "M": {"embed_dim": 32, "width": 64, "n_tokens": 8, "depth": 2},
+    "S": {"embed_dim": 16, "width": 32, "n_tokens": 4, "depth": 1},
+    "XS": {"embed_dim": 8, "width": 16, "n_tokens": 4, "depth": 1},
+}
 
 
 def _debias_cell(target: str, alpha: float) -> Cell:
@@ -193,18 +203,22 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         in_default_run=False,
     ),
     Experiment(
-        "teacher", "Teacher scaling axes, one removed at a time from the default teacher", "Tables 6, 7",
+        "teacher", "Teacher scaling axes: parameters (four sizes), sequence length, data volume", "Tables 6, 7",
         (
-            DEFAULT,
-            Cell("teacher_less_params",
-                 {"teacher": {"arch": {"embed_dim": 16, "width": 32, "n_tokens": 4, "depth": 1}}},
-                 "− dense/embedding parameters (embed 16, width 32, depth 1)"),
+            Cell("default", {}, "default teacher (embed 48, width 128, 8 tokens, depth 2)"),
+            *(Cell(f"teacher_{size}", {"teacher": {"arch": arch}},
+                   f"smaller teacher {size} (embed {arch['embed_dim']}, width {arch['width']}, "
+                   f"{arch['n_tokens']} tokens, depth {arch['depth']})")
+              for size, arch in SMALLER_TEACHERS.items()),
             Cell("teacher_short_sequence", {"teacher": {"arch": {"seq_len": 20}}},
                  "− sequence length (20 events, the student's window)"),
             Cell("teacher_less_data",
                  {"sampling": {"teacher": {"negative_keep": 0.1}}},
                  "− data volume (the student's 10% of negatives)"),
         ),
+        kind="teacher_sweep",
+        note=("Every cell distils the headline student from its own teacher; the raw student, the streams and the "
+              "evaluation rows are shared, so teachers are compared pairwise on the same rows"),
         max_worlds=1,
         in_default_run=False,
     ),

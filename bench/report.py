@@ -101,6 +101,8 @@ def markdown(results: dict[str, Any]) -> str:
             lines += _capacity(cells)
         if kind == "matched":
             lines += _matched(experiment)
+        if kind == "teacher_sweep":
+            lines += _teacher_sweep(experiment)
         per_seed = [[c["label"], *[_seed(s) for s in c["per_seed"]]] for c in cells]
         runs = [f"{s['world'].split(' · ')[0]}, model seed {s['seed']}" for s in cells[0]["per_seed"]]
         lines += ["<details><summary>per run: η (teacher gain, student gain)</summary>", "",
@@ -218,3 +220,31 @@ def _matched(experiment: dict[str, Any]) -> list[str]:
             "variant at its own best: the Δ is what the variant costs once each runs at the α that suits it.", "",
             *_table(["variant", "best α", "student gain [CI]", "η [CI]", "η seed-level (Fieller)",
                      "vs reference at its best α: Δ student gain [CI]; Δη [CI]"], rows), ""]
+
+
+def _paired(delta: dict[str, Any] | None) -> str:
+    if delta is None:
+        return "n/a"
+    seed_level = f"; seed level {fmt_ci(delta['ci_seed_level'])}" if delta["ci_seed_level"] else ""
+    return f"{delta['value']:+.4f} {fmt_ci(delta['ci'])}{seed_level}"
+
+
+def _teacher_sweep(experiment: dict[str, Any]) -> list[str]:
+    """Each teacher against the reference teacher on the same rows: what it buys and what reaches the student."""
+    sweep = experiment.get("teacher_sweep") or {}
+    if not sweep:
+        return ["The cells do not share the baseline's predictions: no paired teacher comparison.", ""]
+    rows = []
+    for c in sorted(experiment["cells"], key=lambda c: c["params"]["teacher"]):
+        paired = sweep.get(c["name"])
+        if paired is None:
+            continue
+        reference = c["name"] == experiment["reference"]
+        rows.append([c["label"], f"{c['params']['teacher']:,}", fmt(paired["teacher_auc"]),
+                     "reference" if reference else _paired(paired["teacher_delta"]),
+                     _gain(c["student_gain"], c["student_gain_ci"]),
+                     "reference" if reference else _paired(paired["distilled_delta"])])
+    return ["Teachers by parameter count, each paired with the reference teacher on the same evaluation rows "
+            "(one shared row-weight vector per bootstrap draw):", "",
+            *_table(["teacher", "parameters", "AUC teacher", "Δ AUC teacher vs reference [CI]",
+                     "distillation gain [CI]", "Δ AUC distilled vs reference [CI]"], rows), ""]

@@ -94,6 +94,27 @@ def test_cells_share_streams_teacher_and_baseline_and_are_summarized(tmp_path: P
     assert matched["exact"]["at_grid_edge"] and sorted(matched["exact"]["alphas"]) == [3.0, 10.0]
     assert matched["oracle"]["vs_reference_best"]["numerator"] == pytest.approx(gains["oracle"] - gains[best])
 
+    # Teacher sweep: another teacher on the same rows and baseline is paired on the teacher's AUC and the
+    # distilled student's; the teacher-sharing pairing has no difference to offer for it.
+    from bench.aggregate import compare_cells, compare_teachers
+
+    other = run_cell(tmp_path, "other_teacher", "tiny", {"teacher": {"seed": 5}}, 0)
+    assert set(other.shared_from) == {"data", "student_baseline"}
+    sweep_runs = {"default": runs["default"], "other_teacher": [other]}
+    assert compare_cells("default", sweep_runs, n_boot=20) == {}
+    sweep = compare_teachers("default", sweep_runs, n_boot=20)
+    other_summary = summarize_cell([other], n_boot=20)
+    default_summary = next(c for c in summary["cells"] if c["name"] == "default")
+    assert sweep["default"]["teacher_delta"]["value"] == 0.0
+    assert sweep["other_teacher"]["teacher_auc"] == pytest.approx(other_summary["auc"]["teacher"])
+    assert sweep["other_teacher"]["teacher_auc"] != pytest.approx(default_summary["auc"]["teacher"])
+    assert sweep["other_teacher"]["teacher_delta"]["value"] == pytest.approx(
+        other_summary["auc"]["teacher"] - default_summary["auc"]["teacher"])
+    assert sweep["other_teacher"]["distilled_delta"]["value"] == pytest.approx(
+        other_summary["auc"]["student_distill"] - default_summary["auc"]["student_distill"])
+    low, high = sweep["other_teacher"]["teacher_delta"]["ci"]
+    assert low <= sweep["other_teacher"]["teacher_delta"]["value"] <= high
+
 
 def _headline_checks(summary: dict, runs: dict, n_worlds: int) -> dict:
     from bench.report import markdown

@@ -1,0 +1,34 @@
+"""The teacher scaling curve: points train through the calendar, score the same rows, and pair."""
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from bench.teacher_curve import Point, markdown, summarize, train_point
+
+
+def test_points_score_the_same_rows_and_pair_against_the_reference(tmp_path: Path) -> None:
+    points = [Point(size, 2000, 0, "tiny") for size in ("S", "XS")] + [Point("XS", 3000, 0, "tiny")]
+    files = {p: train_point(p, tmp_path) for p in points}
+    config = points[0].config()
+    frame = pl.read_parquet(files[points[0]])
+    # One report day per training day: the model after day d scored on the unsampled day d+1.
+    assert frame["report_day"].n_unique() == len(config.calendar.training_days())
+    assert frame.height == 2000 * len(config.calendar.training_days())
+    assert frame["teacher"].is_between(0.0, 1.0).all()
+    assert train_point(points[0], tmp_path) == files[points[0]]  # reused, not re-trained
+
+    summary = summarize(points, files, n_boot=50)
+    small, large = summary["volumes"]
+    assert [small["impressions_per_day"], large["impressions_per_day"]] == [2000, 3000]
+    xs, s = small["sizes"]  # ordered by parameters
+    assert (xs["size"], s["size"]) == ("XS", "S") and xs["parameters"] < s["parameters"]
+    # No L point here: nothing to pair with; with S as the reference the difference is paired.
+    assert xs["vs_reference"] is None
+    paired = summarize(points, files, n_boot=50, reference="S")["volumes"][0]["sizes"][0]["vs_reference"]
+    assert paired["value"] == pytest.approx(xs["auc"] - s["auc"])
+    assert paired["ci"][0] <= paired["value"] <= paired["ci"][1]
+    text = markdown({"generated_at": "now", "command": "test", "profile": "tiny", "world": 7, "wall_seconds": 1.0,
+                     **summary})
+    assert "2,000 impressions a day" in text and "| XS |" in text

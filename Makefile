@@ -17,7 +17,7 @@ export DAGSTER_HOME ?= $(RECDISTILL_HOME)/dagster
 export MPLCONFIGDIR ?= $(CURDIR)/.state/.matplotlib
 
 .PHONY: install install-integrations run test test-bench test-integrations scenarios e2e lint validate ui mlflow-ui \
-	movielens movielens-published clean-state bench-eta bench-perf
+	movielens movielens-published clean-state bench-eta bench-teacher-curve bench-perf
 
 # Every pip call takes constraints.txt (exact pins of the whole tree, a matched Dagster set): a fresh
 # install never resolves, and never picks a library of another Dagster release. The venv's own pip is
@@ -116,6 +116,10 @@ mlflow-ui: install  ## the MLflow UI over the SQLite tracking store, one worker,
 # JOBS=2: cells trained in parallel processes (one torch thread each).
 bench-eta: install  ## transferability benchmark through the real asset graph → bench/results/transferability.{md,json}
 	$(PY) -m bench $(if $(QUICK),--quick) $(if $(ONLY),--only $(ONLY)) $(if $(WORLDS),--worlds $(WORLDS)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(JOBS),--jobs $(JOBS))
+
+# What a bigger teacher buys at two daily volumes (teachers only, no students) → bench/results/teacher_curve.{md,json}.
+bench-teacher-curve: install  ## teacher scaling curve: sizes L, M, S, XS × 80,000 and 240,000 impressions a day
+	$(PY) -m bench.teacher_curve $(if $(JOBS),--jobs $(JOBS))
 
 # The performance benchmark's extra (py-spy for the profiles) and the integrations extra (onnxruntime: the
 # serving comparison measures the ONNX exports as well as PyTorch).

@@ -84,7 +84,9 @@ def share_keys(config: PipelineConfig) -> dict[str, str]:
 # Folders of the artifact store that each shared part owns.
 SHARED_PATHS = {
     "data": ("samples", f"students/{STUDENT}/samples"),
-    "teacher": ("teacher_logits", "checkpoints/teacher", "eval_scores/teacher", "registry"),
+    # The teacher's ONNX export (one per snapshot, for the report's serving comparison) too: it is the same file.
+    "teacher": ("teacher_logits", "checkpoints/teacher", "eval_scores/teacher",
+                str(Path(layout.teacher_serving_path(date(2000, 1, 1), "run")).parent.parent), "registry"),
     "student_baseline": (str(Path(layout.student_checkpoint_path(STUDENT, "baseline", date(2000, 1, 1))).parent),),
 }
 

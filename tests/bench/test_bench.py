@@ -50,6 +50,9 @@ def test_cells_share_streams_teacher_and_baseline_and_are_summarized(tmp_path: P
     assert set(second.shared_from) == {"data", "teacher", "student_baseline"}
     assert second.shared_from["teacher"] == str(first.home)
     assert (second.home / "checkpoints" / "teacher").is_symlink()
+    # The teacher's ONNX exports are the provider's files, not exported again per cell.
+    assert (second.home / "serving" / "teacher").is_symlink()
+    assert any((first.home / "serving" / "teacher").rglob("*.onnx"))
     assert second.config.student("ranker").distill.alpha != first.config.student("ranker").distill.alpha
     assert [s.name for s in second.config.active_students] == ["ranker"]  # the measured student only
     with DagsterInstance.from_config(str(second.home / "dagster")) as instance:

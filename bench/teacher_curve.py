@@ -1,12 +1,15 @@
 """Teacher scaling curve: `python -m bench.teacher_curve [--sizes L,M,S,XS] [--volumes 80000,240000]`.
 
 What a bigger teacher buys on the benchmark's world, and whether data volume changes it (issue 12,
-item 6). Each (size, daily volume) trains one teacher through the `bench` calendar exactly as the
-pipeline's teacher step does (the teacher's own sampled stream, the batch phase's epochs, then one
-pass per streaming day; `models.training.train_teacher`) and scores the model after day d on the
-unsampled day d+1 (progressive validation, debiased into click probabilities). No student is
-trained, so the curve costs a teacher per point; the transferability benchmark's `teacher`
-experiment measures the same sizes through the asset graph with their distilled students.
+item 6). Each (size, daily volume) trains one teacher through the `bench` calendar with the
+pipeline's training function and schedule (`models.training.train_teacher` on the teacher's own
+sampled stream: the batch phase's epochs, then one pass per streaming day, one optimizer carried
+across days, the same initialization) and scores the model after day d on the unsampled day d+1
+(progressive validation, debiased into click probabilities). One difference from the pipeline's
+teacher step: the batch phase shuffles with the seed of its first day, not of its partition (the
+last day), so a point's training noise is not the pipeline teacher's. No student is trained, so a
+point costs one teacher; the transferability benchmark's `teacher` experiment measures sizes
+through the asset graph with their distilled students.
 
 AUC is within-day, averaged over report days (`mean_daily_auc`). Sizes trained on one volume score
 the same rows, so their differences are paired: one Poisson row-weight vector per bootstrap draw for
@@ -31,7 +34,7 @@ import polars as pl
 
 from bench.experiments import SMALLER_TEACHERS
 from bench.runner import digest, world_overrides
-from models.metrics import World, bootstrap_aucs
+from models.metrics import World, auc, bootstrap_aucs
 from recdistill_dagster.config import PipelineConfig, SyntheticWorldConfig, TeacherArch, deep_merge, load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,11 +55,19 @@ class Point:
     volume: int
     world: int
     profile: str = PROFILE
+    batch_epochs: int | None = None  # the batch phase's epochs (None: the profile's)
+
+    @property
+    def name(self) -> str:
+        """The size, and the batch phase's epochs when they are not the profile's: `L`, `L×4ep`."""
+        return self.size if self.batch_epochs is None else f"{self.size}×{self.batch_epochs}ep"
 
     def overrides(self) -> dict[str, Any]:
+        teacher: dict[str, Any] = {"arch": SIZES[self.size]}
+        if self.batch_epochs is not None:
+            teacher["optim"] = {"batch_phase_epochs": self.batch_epochs}
         return deep_merge(world_overrides(self.profile, self.world),
-                          {"data": {"impressions_per_day": self.volume},
-                           "teacher": {"arch": SIZES[self.size]},
+                          {"data": {"impressions_per_day": self.volume}, "teacher": teacher,
                            "students": [{"name": "prerank", "enabled": False}]})
 
     def config(self) -> PipelineConfig:
@@ -77,7 +88,7 @@ def train_point(point: Point, state: Path) -> Path:
     from recdistill_dagster.data.sampling import sample_stream
     from recdistill_dagster.data.source import make_source
 
-    out = state / f"{point.profile}-{point.size}-{point.volume}-w{point.world}-{point.key()}.parquet"
+    out = state / f"{point.profile}-{point.name}-{point.volume}-w{point.world}-{point.key()}.parquet"
     if out.exists():
         return out
     torch.set_num_threads(1)
@@ -95,7 +106,7 @@ def train_point(point: Point, state: Path) -> Path:
 
     def train(days: list[date], epochs: int, batch_size: int, step: int) -> int:
         stats, _ = train_teacher(model, optimizer, [(d, functools.partial(stream, d)) for d in days], epochs=epochs,
-                                 batch_size=batch_size, record_epoch=teacher.record_epoch, snapshot_id=point.size,
+                                 batch_size=batch_size, record_epoch=teacher.record_epoch, snapshot_id=point.name,
                                  start_step=step, seed=teacher.seed + calendar.day_index(days[0]), device=cpu,
                                  grad_clip=teacher.optim.grad_clip, history_len=teacher.arch.seq_len, record=False)
         return step + stats.steps
@@ -117,7 +128,7 @@ def train_point(point: Point, state: Path) -> Path:
         if day != calendar.batch_end:
             step = train([day], optim.streaming_epochs, optim.batch_size, step)
         scored.append(score(day + timedelta(days=1)))
-        print(f"  {point.size} {point.volume:,}/day: scored {day + timedelta(days=1)}", flush=True)
+        print(f"  {point.name} {point.volume:,}/day: scored {day + timedelta(days=1)}", flush=True)
     frame = pl.concat(scored).with_columns(train_seconds=pl.lit(time.monotonic() - started),
                                            parameters=pl.lit(sum(p.numel() for p in model.parameters())))
     tmp = out.with_suffix(f".tmp-{os.getpid()}")
@@ -136,7 +147,7 @@ def summarize(points: list[Point], files: dict[Point, Path], n_boot: int,
     volumes = []
     for volume in sorted({p.volume for p in points}):
         members = [p for p in points if p.volume == volume]
-        frames = {p.size: pl.read_parquet(files[p]) for p in members}
+        frames = {p.name: pl.read_parquet(files[p]) for p in members}
         first = next(iter(frames.values()))
         for size, frame in frames.items():
             if not frame["sample_id"].equals(first["sample_id"]):
@@ -147,16 +158,25 @@ def summarize(points: list[Point], files: dict[Point, Path], n_boot: int,
                       first["report_day"].to_numpy(), [scores])
         boot = bootstrap_aucs([world], tuple(scores), n_boot=n_boot, seed=0)
         rows = []
-        for p in sorted(members, key=lambda p: int(frames[p.size]["parameters"][0])):
-            diff = boot.difference(p.size, reference) if reference in frames else None
-            rows.append({"size": p.size, "arch": SIZES[p.size], "parameters": int(frames[p.size]["parameters"][0]),
-                         "auc": boot.point[p.size], "train_seconds": float(frames[p.size]["train_seconds"][0]),
-                         "vs_reference": None if diff is None or p.size == reference
+        for p in sorted(members, key=lambda p: (int(frames[p.name]["parameters"][0]), p.name)):
+            frame = frames[p.name]
+            diff = boot.difference(p.name, reference) if reference in frames else None
+            rows.append({"size": p.name, "arch": SIZES[p.size],
+                         "batch_epochs": p.config().teacher.optim.batch_phase_epochs,
+                         "parameters": int(frame["parameters"][0]), "auc": boot.point[p.name],
+                         "auc_per_day": _per_day_aucs(frame),
+                         "train_seconds": float(frame["train_seconds"][0]),
+                         "vs_reference": None if diff is None or p.name == reference
                          else {"value": diff.point, "ci": list(diff.ci)}})
         volumes.append({"impressions_per_day": volume, "n_eval_rows": first.height,
                         "report_days": sorted({str(d) for d in first["report_day"]}),
                         "bayes_auc": boot.point["bayes"], "sizes": rows})
     return {"reference": reference, "auc_aggregation": "mean_daily_auc", "volumes": volumes}
+
+
+def _per_day_aucs(frame: pl.DataFrame) -> list[float]:
+    return [auc(day["teacher"].to_numpy(), day["label"].to_numpy())
+            for _, day in frame.group_by("report_day", maintain_order=True)]
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -170,17 +190,18 @@ def markdown(results: dict[str, Any]) -> str:
     for volume in results["volumes"]:
         lines += [f"## {volume['impressions_per_day']:,} impressions a day ({volume['n_eval_rows']:,} evaluation "
                   f"rows; Bayes AUC {volume['bayes_auc']:.4f})", "",
-                  f"| teacher | embed / width / tokens / depth | parameters | AUC | Δ vs {results['reference']} "
-                  "[95% CI] | train min |",
-                  "|---|---|---|---|---|---|"]
+                  f"| teacher | embed / width / tokens / depth | batch epochs | parameters | AUC | Δ vs "
+                  f"{results['reference']} [95% CI] | AUC per report day | train min |",
+                  "|---|---|---|---|---|---|---|---|"]
         for row in volume["sizes"]:
             arch = row["arch"]
             paired = row["vs_reference"]
             delta = "reference" if paired is None else (
                 f"{paired['value']:+.4f} [{paired['ci'][0]:+.4f}, {paired['ci'][1]:+.4f}]")
+            per_day = " ".join(f"{a:.4f}" for a in row["auc_per_day"])
             lines.append(f"| {row['size']} | {arch['embed_dim']} / {arch['width']} / {arch['n_tokens']} / "
-                         f"{arch['depth']} | {row['parameters']:,} | {row['auc']:.4f} | {delta} | "
-                         f"{row['train_seconds'] / 60:.1f} |")
+                         f"{arch['depth']} | {row['batch_epochs']} | {row['parameters']:,} | {row['auc']:.4f} | "
+                         f"{delta} | {per_day} | {row['train_seconds'] / 60:.1f} |")
         lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -199,34 +220,39 @@ def main() -> None:
                         help="impressions a day, comma-separated")
     parser.add_argument("--world", type=int, default=DEFAULT_WORLD)
     parser.add_argument("--profile", default=PROFILE, help="a synthetic-world profile (tests: tiny)")
+    parser.add_argument("--batch-epochs", default="", help="extra points: the batch phase's epochs, comma-separated")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--boot", type=int, default=300)
     parser.add_argument("--state", default=str(REPO / ".state" / "teacher-curve"))
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
+    parser.add_argument("--name", default="teacher_curve", help="results file name (without .md/.json)")
     args = parser.parse_args()
     sizes = args.sizes.split(",")
     unknown = [s for s in sizes if s not in SIZES]
     if unknown:
         raise SystemExit(f"unknown size(s) {', '.join(unknown)}; known: {', '.join(SIZES)}")
-    points = [Point(size, int(v), args.world, args.profile) for v in args.volumes.split(",") for size in sizes]
+    epochs = [None, *(int(e) for e in args.batch_epochs.split(",") if e)]
+    points = [Point(size, int(v), args.world, args.profile, e)
+              for v in args.volumes.split(",") for size in sizes for e in epochs]
     state = Path(args.state)
     state.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     # Longest first (bigger teachers, more data), so the pool's last job is a short one.
-    ordered = sorted(points, key=lambda p: -p.volume * sum(SIZES[p.size].values()))
+    ordered = sorted(points, key=lambda p: -p.volume * sum(SIZES[p.size].values()) * (p.batch_epochs or 2))
     with multiprocessing.get_context("spawn").Pool(max(1, args.jobs)) as pool:
         paths = pool.map(_train, [(p, state) for p in ordered], chunksize=1)
     files = dict(zip(ordered, paths, strict=True))
     results = {"generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
                "command": "python -m bench.teacher_curve " + " ".join(
                    f"--{k} {v}" for k, v in (("sizes", args.sizes), ("volumes", args.volumes), ("world", args.world),
-                                              ("profile", args.profile), ("jobs", args.jobs))),
+                                              ("profile", args.profile), ("batch-epochs", args.batch_epochs),
+                                              ("jobs", args.jobs)) if v != ""),
                "profile": args.profile, "world": _data_seed(args.profile, args.world),
                "wall_seconds": time.monotonic() - started,
                **summarize(points, files, args.boot)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for name, text in (("teacher_curve.json", json.dumps(results, indent=1)), ("teacher_curve.md", markdown(results))):
+    for name, text in ((f"{args.name}.json", json.dumps(results, indent=1)), (f"{args.name}.md", markdown(results))):
         tmp = out / f"{name}.tmp"
         tmp.write_text(text)
         tmp.replace(out / name)

@@ -9,7 +9,8 @@ from bench.teacher_curve import Point, markdown, summarize, train_point
 
 
 def test_points_score_the_same_rows_and_pair_against_the_reference(tmp_path: Path) -> None:
-    points = [Point(size, 2000, 0, "tiny") for size in ("S", "XS")] + [Point("XS", 3000, 0, "tiny")]
+    points = [Point("S", 2000, 0, "tiny"), Point("XS", 2000, 0, "tiny"), Point("XS", 3000, 0, "tiny"),
+              Point("XS", 3000, 0, "tiny", batch_epochs=1)]
     files = {p: train_point(p, tmp_path) for p in points}
     config = points[0].config()
     frame = pl.read_parquet(files[points[0]])
@@ -18,12 +19,20 @@ def test_points_score_the_same_rows_and_pair_against_the_reference(tmp_path: Pat
     assert frame.height == 2000 * len(config.calendar.training_days())
     assert frame["teacher"].is_between(0.0, 1.0).all()
     assert train_point(points[0], tmp_path) == files[points[0]]  # reused, not re-trained
+    # Fewer batch-phase epochs: another point (another file, another model), same rows.
+    one_epoch = pl.read_parquet(files[points[3]])
+    assert files[points[3]] != files[points[2]] and points[3].name == "XS×1ep"
+    assert one_epoch["sample_id"].equals(pl.read_parquet(files[points[2]])["sample_id"])
+    assert not one_epoch["teacher"].equals(pl.read_parquet(files[points[2]])["teacher"])
 
     summary = summarize(points, files, n_boot=50)
     small, large = summary["volumes"]
     assert [small["impressions_per_day"], large["impressions_per_day"]] == [2000, 3000]
     xs, s = small["sizes"]  # ordered by parameters
     assert (xs["size"], s["size"]) == ("XS", "S") and xs["parameters"] < s["parameters"]
+    assert len(xs["auc_per_day"]) == len(config.calendar.training_days())
+    assert {r["size"]: r["batch_epochs"] for r in large["sizes"]} == {
+        "XS": config.teacher.optim.batch_phase_epochs, "XS×1ep": 1}
     # No L point here: nothing to pair with; with S as the reference the difference is paired.
     assert xs["vs_reference"] is None
     paired = summarize(points, files, n_boot=50, reference="S")["volumes"][0]["sizes"][0]["vs_reference"]
@@ -31,4 +40,4 @@ def test_points_score_the_same_rows_and_pair_against_the_reference(tmp_path: Pat
     assert paired["ci"][0] <= paired["value"] <= paired["ci"][1]
     text = markdown({"generated_at": "now", "command": "test", "profile": "tiny", "world": 7, "wall_seconds": 1.0,
                      **summary})
-    assert "2,000 impressions a day" in text and "| XS |" in text
+    assert "2,000 impressions a day" in text and "| XS |" in text and "| XS×1ep |" in text

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.runner import STUDENT
+from recdistill_dagster.config import TeacherArch
 
 
 @dataclass(frozen=True)
@@ -89,13 +90,19 @@ DEBIAS_TARGETS = {
 DEBIAS_ALPHAS = (30.0, RECIPE_ALPHA, 300.0, 1000.0)
 
 
-# The teacher's parameter axis below the default (embed 48, width 128, 8 tokens, depth 2): embedding width,
-# mixer width and depth shrink together.
+# The teacher's parameter axis: the default architecture's sizes, and smaller teachers in which embedding
+# width, mixer width and depth shrink together.
+TEACHER_SIZE_KEYS = ("embed_dim", "width", "n_tokens", "depth")
+DEFAULT_TEACHER_SIZE: dict[str, int] = {k: getattr(TeacherArch(), k) for k in TEACHER_SIZE_KEYS}
 SMALLER_TEACHERS: dict[str, dict[str, int]] = {
     "M": {"embed_dim": 32, "width": 64, "n_tokens": 8, "depth": 2},
     "S": {"embed_dim": 16, "width": 32, "n_tokens": 4, "depth": 1},
     "XS": {"embed_dim": 8, "width": 16, "n_tokens": 4, "depth": 1},
 }
+
+
+def _size_label(arch: dict[str, int]) -> str:
+    return f"embed {arch['embed_dim']}, width {arch['width']}, {arch['n_tokens']} tokens, depth {arch['depth']}"
 
 
 def _debias_cell(target: str, alpha: float) -> Cell:
@@ -205,10 +212,8 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     Experiment(
         "teacher", "Teacher scaling axes: parameters (four sizes), sequence length, data volume", "Tables 6, 7",
         (
-            Cell("default", {}, "default teacher (embed 48, width 128, 8 tokens, depth 2)"),
-            *(Cell(f"teacher_{size}", {"teacher": {"arch": arch}},
-                   f"smaller teacher {size} (embed {arch['embed_dim']}, width {arch['width']}, "
-                   f"{arch['n_tokens']} tokens, depth {arch['depth']})")
+            Cell("default", {}, f"default teacher ({_size_label(DEFAULT_TEACHER_SIZE)})"),
+            *(Cell(f"teacher_{size}", {"teacher": {"arch": arch}}, f"smaller teacher {size} ({_size_label(arch)})")
               for size, arch in SMALLER_TEACHERS.items()),
             Cell("teacher_short_sequence", {"teacher": {"arch": {"seq_len": 20}}},
                  "− sequence length (20 events, the student's window)"),

@@ -32,16 +32,16 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from bench.experiments import SMALLER_TEACHERS
+from bench.experiments import DEFAULT_TEACHER_SIZE, SMALLER_TEACHERS
 from bench.runner import digest, world_overrides
 from models.metrics import World, auc, bootstrap_aucs
-from recdistill_dagster.config import PipelineConfig, SyntheticWorldConfig, TeacherArch, deep_merge, load_config
+from recdistill_dagster.config import PipelineConfig, SyntheticWorldConfig, deep_merge, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = "bench"
 REFERENCE = "L"  # the profile's own teacher
 SIZES: dict[str, dict[str, int]] = {
-    REFERENCE: {k: getattr(TeacherArch(), k) for k in ("embed_dim", "width", "n_tokens", "depth")},
+    REFERENCE: DEFAULT_TEACHER_SIZE,
     **SMALLER_TEACHERS,
 }
 DEFAULT_VOLUMES = (80_000, 240_000)

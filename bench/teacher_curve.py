@@ -101,8 +101,17 @@ def train_point(point: Point, state: Path) -> Path:
     cpu = torch.device("cpu")
     calendar = config.calendar
 
+    latest: dict[date, pl.DataFrame] = {}
+
+    def impressions(day: date) -> pl.DataFrame:
+        # A streaming day is scored (unsampled) and then trained on (sampled): generate it once.
+        if day not in latest:
+            latest.clear()
+            latest[day] = source.impressions(day)
+        return latest[day]
+
     def stream(day: date) -> pl.DataFrame:
-        return sample_stream(source.impressions(day), config.sampling.teacher, seed=config.sampling.seed)
+        return sample_stream(impressions(day), config.sampling.teacher, seed=config.sampling.seed)
 
     def train(days: list[date], epochs: int, batch_size: int, step: int) -> int:
         stats, _ = train_teacher(model, optimizer, [(d, functools.partial(stream, d)) for d in days], epochs=epochs,
@@ -112,7 +121,7 @@ def train_point(point: Point, state: Path) -> Path:
         return step + stats.steps
 
     def score(day: date) -> pl.DataFrame:
-        frame = source.impressions(day)
+        frame = impressions(day)
         logits = predict_logits(model, frame, history_len=teacher.arch.seq_len, batch_size=SCORE_BATCH,
                                 device=cpu)["logit"]
         probability = calibrated_probability(logits, config.sampling.teacher, frame["traffic_source"].to_numpy())

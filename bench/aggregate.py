@@ -376,10 +376,9 @@ def ceiling(distilled: list[CellRun], oracle: list[CellRun], *, n_boot: int, see
     boot = paired_bootstrap({"distilled": distilled, "oracle": oracle}, n_boot=n_boot, seed=seed)
     if boot is None:
         return None
-    gain = boot.difference("oracle", "student_raw")
-    units, _ = boot.units("oracle", "student_raw")
-    out = {"oracle_gain": gain.point, "oracle_gain_ci": list(gain.ci),
-           "oracle_gain_ci_seed_level": _list(t_interval(units, boot.level)),
+    gain = _difference(boot, "oracle", "student_raw")
+    out = {"oracle_gain": gain["value"], "oracle_gain_ci": gain["ci"],
+           "oracle_gain_ci_seed_level": gain["ci_seed_level"],
            "auc_oracle_distilled": boot.point["oracle"],
            "rho": ratio_entry(ratio_estimate(boot, ("distilled", "student_raw"), ("oracle", "student_raw")))}
     if "bayes" in boot.models:

@@ -141,7 +141,9 @@ def _run(pool: CellPool, experiments: list[Experiment], worlds: list[int], seeds
         for cell in summary["cells"]:
             _log(f"  {cell['label']}: teacher gain {cell['teacher_gain']:.4f}, student gain "
                  f"{cell['student_gain']:.4f}, η {cell['eta']} {cell['eta_ci']}")
-        results["experiments"][experiment.name] = {**summary, "wall_seconds": time.monotonic() - t0}
+        invocation = {"generated_at": results["generated_at"], "command": results["command"]}
+        results["experiments"][experiment.name] = {**summary, "wall_seconds": time.monotonic() - t0,
+                                                   "invocation": invocation}
         if experiment.name == HEADLINE_EXPERIMENT:
             results["headline"] = summary["headline"]
         results["wall_seconds"] = time.monotonic() - started

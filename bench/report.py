@@ -87,6 +87,9 @@ def markdown(results: dict[str, Any]) -> str:
         note = experiment.get("note", "").rstrip(".")
         lines += [f"profile `{experiment['profile']}`" + (f". {note}" if note else "")
                   + (f". Paired differences against **{reference}**." if reference else ""), ""]
+        kept = provenance(experiment, results)
+        if kept:
+            lines += [kept, ""]
         cells = experiment["cells"]
         lines += _table(HEADER, [_row(c) for c in cells])
         lines.append("")
@@ -110,6 +113,17 @@ def markdown(results: dict[str, Any]) -> str:
     if results.get("not_run"):
         lines += ["## Not run in this invocation", "", *[f"- `{n}`" for n in results["not_run"]], ""]
     return "\n".join(lines) + "\n"
+
+
+def provenance(experiment: dict[str, Any], results: dict[str, Any]) -> str:
+    """A line for an experiment this invocation kept from an earlier one (empty when it ran here)."""
+    invocation = experiment.get("invocation")
+    if invocation is None:
+        return "*Kept from an earlier invocation (not re-run by this one).*"
+    if invocation == {"generated_at": results["generated_at"], "command": results["command"]}:
+        return ""
+    return (f"*Kept from an earlier invocation, not re-run by this one: `{invocation['command']}`, "
+            f"generated {invocation['generated_at']}.*")
 
 
 def _headline(h: dict[str, Any]) -> list[str]:

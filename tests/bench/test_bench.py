@@ -177,6 +177,16 @@ def test_references_and_oracles_name_cells_of_their_experiment() -> None:
     assert HEADLINE_EXPERIMENT in {e.name for e in EXPERIMENTS}
 
 
+def test_an_experiment_kept_from_an_earlier_invocation_says_so() -> None:
+    from bench.report import provenance
+
+    results = {"generated_at": "2026-01-02T00:00:00", "command": "python -m bench"}
+    assert provenance({"invocation": dict(results)}, results) == ""
+    earlier = {"invocation": {"generated_at": "2026-01-01T00:00:00", "command": "python -m bench --only teacher"}}
+    assert "`python -m bench --only teacher`, generated 2026-01-01T00:00:00" in provenance(earlier, results)
+    assert "earlier invocation" in provenance({}, results)
+
+
 def test_world_overrides_reseed_the_synthetic_world_only() -> None:
     from bench.runner import n_worlds, world_overrides
 

@@ -56,6 +56,7 @@ class Point:
     world: int
     profile: str = PROFILE
     batch_epochs: int | None = None  # the batch phase's epochs (None: the profile's)
+    complementarity: float = 0.0  # the world's category x category term (0: the benchmark's world)
 
     @property
     def name(self) -> str:
@@ -66,8 +67,11 @@ class Point:
         teacher: dict[str, Any] = {"arch": SIZES[self.size]}
         if self.batch_epochs is not None:
             teacher["optim"] = {"batch_phase_epochs": self.batch_epochs}
+        data: dict[str, Any] = {"impressions_per_day": self.volume}
+        if self.complementarity:
+            data["category_complementarity"] = self.complementarity
         return deep_merge(world_overrides(self.profile, self.world),
-                          {"data": {"impressions_per_day": self.volume}, "teacher": teacher,
+                          {"data": data, "teacher": teacher,
                            "students": [{"name": "prerank", "enabled": False}]})
 
     def config(self) -> PipelineConfig:
@@ -191,7 +195,8 @@ def _per_day_aucs(frame: pl.DataFrame) -> list[float]:
 def markdown(results: dict[str, Any]) -> str:
     lines = ["# Teacher scaling curve", "",
              f"Generated {results['generated_at']} by `{results['command']}`; world {results['world']} of the "
-             f"`{results['profile']}` profile; wall time {results['wall_seconds'] / 60:.1f} min.", "",
+             f"`{results['profile']}` profile{_world_term(results)}; wall time {results['wall_seconds'] / 60:.1f} min.",
+             "",
              "Each teacher is trained through the benchmark's calendar on its own sampled stream and scored after "
              "every training day on the next day's unsampled log; AUC within each report day, averaged over the "
              "days. Sizes on one volume score the same rows: Δ vs the reference teacher is paired (95% "
@@ -215,6 +220,11 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _world_term(results: dict[str, Any]) -> str:
+    scale = results.get("category_complementarity", 0.0)
+    return f" with the category x category term at scale {scale:g}" if scale else ""
+
+
 def _data_seed(profile: str, world: int) -> int:
     data = load_config(profile, overrides=world_overrides(profile, world)).data
     if not isinstance(data, SyntheticWorldConfig):
@@ -230,6 +240,8 @@ def main() -> None:
     parser.add_argument("--world", type=int, default=DEFAULT_WORLD)
     parser.add_argument("--profile", default=PROFILE, help="a synthetic-world profile (tests: tiny)")
     parser.add_argument("--batch-epochs", default="", help="extra points: the batch phase's epochs, comma-separated")
+    parser.add_argument("--complementarity", type=float, default=0.0,
+                        help="the world's category x category term (data.category_complementarity; 0: off)")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--boot", type=int, default=300)
     parser.add_argument("--state", default=str(REPO / ".state" / "teacher-curve"))
@@ -241,7 +253,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown size(s) {', '.join(unknown)}; known: {', '.join(SIZES)}")
     epochs = [None, *(int(e) for e in args.batch_epochs.split(",") if e)]
-    points = [Point(size, int(v), args.world, args.profile, e)
+    points = [Point(size, int(v), args.world, args.profile, e, args.complementarity)
               for v in args.volumes.split(",") for size in sizes for e in epochs]
     state = Path(args.state)
     state.mkdir(parents=True, exist_ok=True)
@@ -255,8 +267,10 @@ def main() -> None:
                "command": "python -m bench.teacher_curve " + " ".join(
                    f"--{k} {v}" for k, v in (("sizes", args.sizes), ("volumes", args.volumes), ("world", args.world),
                                               ("profile", args.profile), ("batch-epochs", args.batch_epochs),
+                                              ("complementarity", args.complementarity or ""),
                                               ("jobs", args.jobs)) if v != ""),
                "profile": args.profile, "world": _data_seed(args.profile, args.world),
+               "category_complementarity": args.complementarity,
                "wall_seconds": time.monotonic() - started,
                **summarize(points, files, args.boot)}
     out = Path(args.out)

@@ -61,6 +61,11 @@ class SyntheticWorldConfig(StrictModel):
     # How often a user's short-lived intent changes from one day to the next.
     intent_switch_prob: float = Field(0.5, ge=0.0, le=1.0)
     popularity_drift: float = Field(0.15, ge=0.0)
+    # Scale of a random category x category interaction: the click logit gains the mean, over the logged
+    # history, of M[event's category, candidate's category] (M ~ N(0, scale^2), full rank). 0 = off (the
+    # default world). A capacity-hungry term: representing it takes as many embedding dimensions as there
+    # are categories, and every row's history teaches it (the teacher-scale curve's world, bench/).
+    category_complementarity: float = Field(0.0, ge=0.0)
 
     @model_validator(mode="after")
     def _sources_match(self) -> "SyntheticWorldConfig":

@@ -26,7 +26,9 @@ Click logit (intercept calibrated once, on day 0, to `target_click_rate`):
   few % of events: a short window rarely sees them, a long one does)
   - fatigue when the candidate's category dominates the last few events
   + popularity + drifting quality + novelty trait x item freshness + segment x hour
-  + traffic-source offset - activity.
+  + traffic-source offset - activity
+  + (off unless `category_complementarity` > 0) the mean over the logged history of a random full-rank
+  category x category interaction M[event category, candidate category].
 
 Ids: user ids are 0..n_users-1; item ids are 1..n_items-1 with 0 the padding item. Categories and
 creators are 1-based too: 0 is reserved for the padding item, so the vocabulary sizes are
@@ -114,6 +116,7 @@ class _Stream(IntEnum):
     OBSERVED = 8
     LABELS = 9
     REBIRTH = 10  # the fresh popularity and quality of recycled item slots
+    COMPLEMENTARITY = 11  # its own stream: turning the term on leaves every other draw unchanged
 
 
 def _rng(seed: int, stream: _Stream, step: int = 0, part: int = 0) -> np.random.Generator:
@@ -219,6 +222,7 @@ class _Static:
     hour_cum: np.ndarray  # (24,)
     hour_peak: np.ndarray  # (S,) preferred hour per segment
     source_cum: np.ndarray  # (n_sources,)
+    complementarity: np.ndarray  # (C, C) logit of a history category next to a candidate category
 
 
 @dataclass(frozen=True)
@@ -306,6 +310,8 @@ def _build_static(cfg: SyntheticWorldConfig) -> _Static:
         hour_cum=np.cumsum(hour_weights / hour_weights.sum()),
         hour_peak=rng.integers(0, N_HOURS, n_seg),
         source_cum=np.cumsum(cfg.traffic_source_share),
+        complementarity=cfg.category_complementarity
+        * _rng(cfg.seed, _Stream.COMPLEMENTARITY).normal(0.0, 1.0, (n_cat, n_cat)),
     )
 
 
@@ -603,6 +609,7 @@ class SyntheticWorld:
         freshness = _W_FRESHNESS * st.novelty[user] * np.exp(-age / _FRESHNESS_DAYS)
         hour_fit = _W_HOUR * np.cos(2 * np.pi * (draw.hour - st.hour_peak[st.segment[user]]) / N_HOURS)
         user_terms = st.user_bias[user] + _W_ACTIVITY * st.activity_log[user]
+        complementarity = self._complementarity(state)[user, category]
         return np.stack(
             [
                 user_terms,
@@ -614,9 +621,22 @@ class SyntheticWorld:
                 freshness,
                 hour_fit,
                 _SOURCE_OFFSET[kind],
+                complementarity,
             ],
             axis=1,
         )
+
+    def _complementarity(self, state: _State) -> np.ndarray:
+        """(U, C) each user's complementarity logit per candidate category: the share of every category in
+        the user's logged history times M (zeros when the term is off)."""
+        cfg, st = self.config, self._static
+        if cfg.category_complementarity == 0.0:
+            return np.zeros((cfg.n_users, cfg.n_categories))
+        events = st.item_category[state.history.astype(np.int64) - 1]
+        flat = np.arange(cfg.n_users)[:, None] * cfg.n_categories + events
+        counts = np.bincount(flat.ravel(), minlength=cfg.n_users * cfg.n_categories)
+        share = counts.reshape(cfg.n_users, cfg.n_categories) / events.shape[1]
+        return share @ st.complementarity
 
     def _frame(
         self, day: date, d: int, state: _State, draw: _Draw, p_true: np.ndarray, label: np.ndarray
@@ -669,6 +689,7 @@ LOGIT_TERMS: tuple[str, ...] = (
     "novelty_x_freshness",
     "segment_x_hour",
     "source_offset",
+    "category_complementarity",
 )
 
 

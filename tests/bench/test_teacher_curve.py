@@ -41,3 +41,14 @@ def test_points_score_the_same_rows_and_pair_against_the_reference(tmp_path: Pat
     text = markdown({"generated_at": "now", "command": "test", "profile": "tiny", "world": 7, "wall_seconds": 1.0,
                      **summary})
     assert "2,000 impressions a day" in text and "| XS |" in text and "| XS×1ep |" in text
+
+
+def test_a_point_on_the_capacity_world_is_another_point() -> None:
+    plain, capacity = Point("XS", 2000, 0, "tiny"), Point("XS", 2000, 0, "tiny", complementarity=2.0)
+    assert capacity.config().data.category_complementarity == 2.0
+    assert plain.config().data.category_complementarity == 0.0
+    assert "category_complementarity" not in plain.overrides()["data"]  # the benchmark's world, unchanged
+    assert capacity.key() != plain.key()
+    text = markdown({"generated_at": "now", "command": "test", "profile": "tiny", "world": 7, "wall_seconds": 1.0,
+                     "category_complementarity": 2.0, "reference": "L", "volumes": []})
+    assert "category x category term at scale 2" in text

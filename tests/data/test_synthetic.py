@@ -288,3 +288,24 @@ def test_default_config_day_smoke() -> None:
     assert world.behaviour_events_before(day(0)) >= 1000
     assert (frame["history"].list.len() == 256).all()
     assert 0.01 <= frame["label"].cast(pl.Float64).mean() <= 0.10
+
+
+def test_category_complementarity_is_a_full_rank_term_read_from_the_logged_history(tiny: SyntheticWorld) -> None:
+    # Off by default: a zero column, and turning it on changes no other draw (its own random stream).
+    assert (tiny.logit_terms(day(2))["category_complementarity"] == 0.0).all()
+    world = SyntheticWorld(TINY.model_copy(update={"category_complementarity": 2.0}), START)
+    frame, terms = world.impressions(day(2)), world.logit_terms(day(2))
+    plain = tiny.impressions(day(2))
+    assert frame.drop("p_true", "label").equals(plain.drop("p_true", "label"))
+    assert not frame["p_true"].equals(plain["p_true"])
+
+    # The term is what a model can compute from the row itself: the mean over its `history` column of
+    # M[event category, candidate category] (categories are 1-based in frames).
+    interaction = world._static.complementarity
+    vocab = world.vocab()
+    events = vocab.item_category[history_matrix(frame)] - 1
+    expected = interaction[events, frame["category"].to_numpy()[:, None] - 1].mean(axis=1)
+    np.testing.assert_allclose(terms["category_complementarity"].to_numpy(), expected, rtol=1e-9, atol=1e-12)
+    # Full rank: no category pair's effect is a sum of a history part and a candidate part.
+    assert np.linalg.matrix_rank(interaction) == TINY.n_categories
+    np.testing.assert_allclose(interaction.std(), 2.0, rtol=0.25)

@@ -119,7 +119,7 @@ bench-eta: install  ## transferability benchmark through the real asset graph �
 
 # What a bigger teacher buys at two daily volumes (teachers only, no students) → bench/results/teacher_curve.{md,json}.
 bench-teacher-curve: install  ## teacher scaling curve: sizes L, M, S, XS × 80,000 and 240,000 impressions a day
-	$(PY) -m bench.teacher_curve $(if $(JOBS),--jobs $(JOBS))
+	$(PY) -m bench.teacher_curve $(if $(JOBS),--jobs $(JOBS)) $(if $(COMPLEMENTARITY),--complementarity $(COMPLEMENTARITY) --volumes 80000 --name teacher_curve_capacity)
 
 # The performance benchmark's extra (py-spy for the profiles) and the integrations extra (onnxruntime: the
 # serving comparison measures the ONNX exports as well as PyTorch).

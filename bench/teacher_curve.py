@@ -244,12 +244,15 @@ def main() -> None:
                         help="the world's category x category term (data.category_complementarity; 0: off)")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--boot", type=int, default=300)
+    parser.add_argument("--reference", default=REFERENCE, help="the size the others are paired against")
     parser.add_argument("--state", default=str(REPO / ".state" / "teacher-curve"))
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
     parser.add_argument("--name", default="teacher_curve", help="results file name (without .md/.json)")
     args = parser.parse_args()
     sizes = args.sizes.split(",")
     unknown = [s for s in sizes if s not in SIZES]
+    if args.reference not in sizes:
+        unknown.append(f"reference {args.reference} (not among --sizes)")
     if unknown:
         raise SystemExit(f"unknown size(s) {', '.join(unknown)}; known: {', '.join(SIZES)}")
     epochs = [None, *(int(e) for e in args.batch_epochs.split(",") if e)]
@@ -268,11 +271,12 @@ def main() -> None:
                    f"--{k} {v}" for k, v in (("sizes", args.sizes), ("volumes", args.volumes), ("world", args.world),
                                               ("profile", args.profile), ("batch-epochs", args.batch_epochs),
                                               ("complementarity", args.complementarity or ""),
+                                              ("reference", "" if args.reference == REFERENCE else args.reference),
                                               ("jobs", args.jobs)) if v != ""),
                "profile": args.profile, "world": _data_seed(args.profile, args.world),
                "category_complementarity": args.complementarity,
                "wall_seconds": time.monotonic() - started,
-               **summarize(points, files, args.boot)}
+               **summarize(points, files, args.boot, reference=args.reference)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name, text in ((f"{args.name}.json", json.dumps(results, indent=1)), (f"{args.name}.md", markdown(results))):

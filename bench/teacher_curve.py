@@ -57,6 +57,7 @@ class Point:
     profile: str = PROFILE
     batch_epochs: int | None = None  # the batch phase's epochs (None: the profile's)
     complementarity: float = 0.0  # the world's category x category term (0: the benchmark's world)
+    teacher_seed: int | None = None  # another initialization and shuffle (None: the profile's)
 
     @property
     def name(self) -> str:
@@ -67,6 +68,8 @@ class Point:
         teacher: dict[str, Any] = {"arch": SIZES[self.size]}
         if self.batch_epochs is not None:
             teacher["optim"] = {"batch_phase_epochs": self.batch_epochs}
+        if self.teacher_seed is not None:
+            teacher["seed"] = self.teacher_seed
         data: dict[str, Any] = {"impressions_per_day": self.volume}
         if self.complementarity:
             data["category_complementarity"] = self.complementarity
@@ -245,6 +248,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--boot", type=int, default=300)
     parser.add_argument("--reference", default=REFERENCE, help="the size the others are paired against")
+    parser.add_argument("--teacher-seed", type=int, default=None,
+                        help="the teachers' seed (initialization, shuffles): another training of the same sizes")
     parser.add_argument("--state", default=str(REPO / ".state" / "teacher-curve"))
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
     parser.add_argument("--name", default="teacher_curve", help="results file name (without .md/.json)")
@@ -256,7 +261,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown size(s) {', '.join(unknown)}; known: {', '.join(SIZES)}")
     epochs = [None, *(int(e) for e in args.batch_epochs.split(",") if e)]
-    points = [Point(size, int(v), args.world, args.profile, e, args.complementarity)
+    points = [Point(size, int(v), args.world, args.profile, e, args.complementarity, args.teacher_seed)
               for v in args.volumes.split(",") for size in sizes for e in epochs]
     state = Path(args.state)
     state.mkdir(parents=True, exist_ok=True)
@@ -272,6 +277,7 @@ def main() -> None:
                                               ("profile", args.profile), ("batch-epochs", args.batch_epochs),
                                               ("complementarity", args.complementarity or ""),
                                               ("reference", "" if args.reference == REFERENCE else args.reference),
+                                              ("teacher-seed", "" if args.teacher_seed is None else args.teacher_seed),
                                               ("jobs", args.jobs)) if v != ""),
                "profile": args.profile, "world": _data_seed(args.profile, args.world),
                "category_complementarity": args.complementarity,

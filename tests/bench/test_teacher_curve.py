@@ -49,6 +49,8 @@ def test_a_point_on_the_capacity_world_is_another_point() -> None:
     assert plain.config().data.category_complementarity == 0.0
     assert "category_complementarity" not in plain.overrides()["data"]  # the benchmark's world, unchanged
     assert capacity.key() != plain.key()
+    reseeded = Point("XS", 2000, 0, "tiny", teacher_seed=5)
+    assert reseeded.config().teacher.seed == 5 and reseeded.key() != plain.key()
     text = markdown({"generated_at": "now", "command": "test", "profile": "tiny", "world": 7, "wall_seconds": 1.0,
                      "category_complementarity": 2.0, "reference": "L", "volumes": []})
     assert "category x category term at scale 2" in text

@@ -29,7 +29,7 @@ from bench.experiments import (
     selected,
 )
 from bench.pool import CellPool
-from bench.report import write
+from bench.report import invocation_of, write
 from bench.runner import n_worlds, world_overrides
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,9 +141,8 @@ def _run(pool: CellPool, experiments: list[Experiment], worlds: list[int], seeds
         for cell in summary["cells"]:
             _log(f"  {cell['label']}: teacher gain {cell['teacher_gain']:.4f}, student gain "
                  f"{cell['student_gain']:.4f}, η {cell['eta']} {cell['eta_ci']}")
-        invocation = {"generated_at": results["generated_at"], "command": results["command"]}
         results["experiments"][experiment.name] = {**summary, "wall_seconds": time.monotonic() - t0,
-                                                   "invocation": invocation}
+                                                   "invocation": invocation_of(results)}
         if experiment.name == HEADLINE_EXPERIMENT:
             results["headline"] = summary["headline"]
         results["wall_seconds"] = time.monotonic() - started

@@ -115,12 +115,17 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def invocation_of(results: dict[str, Any]) -> dict[str, str]:
+    """What identifies the invocation that produced `results` (stored with each experiment it ran)."""
+    return {"generated_at": results["generated_at"], "command": results["command"]}
+
+
 def provenance(experiment: dict[str, Any], results: dict[str, Any]) -> str:
     """A line for an experiment this invocation kept from an earlier one (empty when it ran here)."""
     invocation = experiment.get("invocation")
     if invocation is None:
         return "*Kept from an earlier invocation (not re-run by this one).*"
-    if invocation == {"generated_at": results["generated_at"], "command": results["command"]}:
+    if invocation == invocation_of(results):
         return ""
     return (f"*Kept from an earlier invocation, not re-run by this one: `{invocation['command']}`, "
             f"generated {invocation['generated_at']}.*")

@@ -553,10 +553,7 @@ class SyntheticWorld:
         return (items + 1).astype(np.int32).reshape(len(users), n)
 
     def _creator_counts(self, events: np.ndarray) -> np.ndarray:
-        n_users, n_cr = self.config.n_users, self.config.n_creators
-        creators = self._static.item_creator[events.astype(np.int64) - 1]
-        flat = np.arange(n_users)[:, None] * n_cr + creators
-        return np.bincount(flat.ravel(), minlength=n_users * n_cr).reshape(n_users, n_cr).astype(np.int32)
+        return _per_user_counts(self._static.item_creator[events.astype(np.int64) - 1], self.config.n_creators)
 
     # ------------------------------------------------------------------ one day's impressions
 
@@ -633,9 +630,7 @@ class SyntheticWorld:
         if cfg.category_complementarity == 0.0:
             return np.zeros((cfg.n_users, cfg.n_categories))
         events = st.item_category[state.history.astype(np.int64) - 1]
-        flat = np.arange(cfg.n_users)[:, None] * cfg.n_categories + events
-        counts = np.bincount(flat.ravel(), minlength=cfg.n_users * cfg.n_categories)
-        share = counts.reshape(cfg.n_users, cfg.n_categories) / events.shape[1]
+        share = _per_user_counts(events, cfg.n_categories) / events.shape[1]
         return share @ st.complementarity
 
     def _frame(
@@ -691,6 +686,13 @@ LOGIT_TERMS: tuple[str, ...] = (
     "source_offset",
     "category_complementarity",
 )
+
+
+def _per_user_counts(groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """(U, n) 0-based group of each user's event -> (U, n_groups) int32 occurrences per user."""
+    n_users = groups.shape[0]
+    flat = np.arange(n_users)[:, None] * n_groups + groups
+    return np.bincount(flat.ravel(), minlength=n_users * n_groups).reshape(n_users, n_groups).astype(np.int32)
 
 
 def _history_series(history: np.ndarray) -> pl.Series:

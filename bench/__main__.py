@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.experiments import (
+    BY_NAME,
     DEFAULT_SEEDS,
     DEFAULT_WORLDS,
     EXPERIMENTS,
@@ -26,6 +27,7 @@ from bench.experiments import (
     QUICK_OVERRIDES,
     Cell,
     Experiment,
+    protocol_of,
     selected,
 )
 from bench.pool import CellPool
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         "seeds": seeds,
         "worlds": worlds,
         "headline": previous.get("headline"),
-        "experiments": _comparable(previous.get("experiments", {})),
+        "experiments": _comparable(previous.get("experiments", {}), quick),
     }
     pool = CellPool(state, jobs=max(1, args.jobs), log=_log)
     try:
@@ -99,12 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _comparable(experiments: dict[str, Any]) -> dict[str, Any]:
-    """The earlier invocation's experiments that this protocol still defines and measured the same way
-    (within-day AUC, world-level intervals); results of another protocol are not mixed into the tables."""
-    names = {e.name for e in EXPERIMENTS}
+def _comparable(experiments: dict[str, Any], quick: bool) -> dict[str, Any]:
+    """The earlier invocation's experiments that this benchmark still defines, measured on the same protocol
+    (profile, world and recipe: `protocol_of`); results of another protocol are not mixed into the tables."""
     return {name: experiment for name, experiment in experiments.items()
-            if name in names and all("auc_aggregation" in cell for cell in experiment["cells"])}
+            if name in BY_NAME and experiment.get("protocol") == protocol_of(BY_NAME[name], quick)}
 
 
 def _replicates(experiment: Experiment, worlds: list[int], seeds: list[int]) -> list[tuple[int, int]]:
@@ -142,7 +143,8 @@ def _run(pool: CellPool, experiments: list[Experiment], worlds: list[int], seeds
             _log(f"  {cell['label']}: teacher gain {cell['teacher_gain']:.4f}, student gain "
                  f"{cell['student_gain']:.4f}, η {cell['eta']} {cell['eta_ci']}")
         results["experiments"][experiment.name] = {**summary, "wall_seconds": time.monotonic() - t0,
-                                                   "invocation": invocation_of(results)}
+                                                   "invocation": invocation_of(results),
+                                                   "protocol": protocol_of(experiment, quick)}
         if experiment.name == HEADLINE_EXPERIMENT:
             results["headline"] = summary["headline"]
         results["wall_seconds"] = time.monotonic() - started

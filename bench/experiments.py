@@ -254,6 +254,20 @@ def selected(only: list[str] | None, quick: bool) -> list[Experiment]:
     return experiments
 
 
+def protocol_of(experiment: Experiment, quick: bool) -> dict[str, str]:
+    """What an experiment's results were measured on: its profile, resolved with the QUICK overrides when QUICK.
+
+    Results of an earlier invocation are kept beside new ones only under the same protocol: a changed world,
+    calendar or recipe in the profile makes them another benchmark's numbers.
+    """
+    from bench.runner import digest
+    from recdistill_dagster.config import load_config
+
+    overrides = QUICK_OVERRIDES.get(experiment.profile, {}) if quick else {}
+    resolved = load_config(experiment.profile, overrides=overrides).model_dump(mode="json")
+    return {"profile": experiment.profile, "digest": digest([experiment.profile, resolved])}
+
+
 def _quick(experiment: Experiment) -> Experiment:
     cells = tuple(c for c in experiment.cells if c.name not in QUICK_SKIPPED_CELLS)
     return dataclasses.replace(experiment, cells=cells)

@@ -224,3 +224,17 @@ def test_pool_runs_each_configuration_once_after_what_it_links(tmp_path: Path) -
     kinds = {names[task_id]: task.kind for task_id, task in pool.tasks.items()}
     assert kinds["default/s0"] == DEFAULT_CELL and kinds["small_teacher/s1"] == OWN_TEACHER_CELL
     assert len(pool.tasks) == 7
+
+
+def test_results_of_another_protocol_are_not_kept() -> None:
+    from bench.__main__ import _comparable
+    from bench.experiments import BY_NAME, protocol_of
+
+    main = BY_NAME["main"]
+    assert protocol_of(main, quick=True) != protocol_of(main, quick=False)
+    kept = {"main": {"cells": [], "protocol": protocol_of(main, quick=False)}}
+    assert _comparable(kept, quick=False) == kept
+    assert _comparable(kept, quick=True) == {}  # measured at full size: not a QUICK result
+    other_world = {"main": {"cells": [], "protocol": {**protocol_of(main, quick=False), "digest": "another"}}}
+    assert _comparable(other_world, quick=False) == {}
+    assert _comparable({"main": {"cells": []}}, quick=False) == {}  # no protocol recorded: not kept

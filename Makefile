@@ -117,9 +117,11 @@ mlflow-ui: install  ## the MLflow UI over the SQLite tracking store, one worker,
 bench-eta: install  ## transferability benchmark through the real asset graph → bench/results/transferability.{md,json}
 	$(PY) -m bench $(if $(QUICK),--quick) $(if $(ONLY),--only $(ONLY)) $(if $(WORLDS),--worlds $(WORLDS)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(JOBS),--jobs $(JOBS))
 
-# What a bigger teacher buys at two daily volumes (teachers only, no students) → bench/results/teacher_curve.{md,json}.
-bench-teacher-curve: install  ## teacher scaling curve: sizes L, M, S, XS × 80,000 and 240,000 impressions a day
-	$(PY) -m bench.teacher_curve $(if $(JOBS),--jobs $(JOBS)) $(if $(COMPLEMENTARITY),--complementarity $(COMPLEMENTARITY) --volumes 80000 --name teacher_curve_capacity)
+# What a bigger teacher buys (teachers only, no students): on the benchmark's world at 80,000 impressions a
+# day → bench/results/teacher_curve_capacity.{md,json}; COMPLEMENTARITY=0: the earlier world without the
+# category x category term, at 80,000 and 240,000 a day → bench/results/teacher_curve.{md,json}.
+bench-teacher-curve: install  ## teacher scaling curve: sizes L, M, S, XS (COMPLEMENTARITY=0: the earlier world)
+	$(PY) -m bench.teacher_curve $(if $(JOBS),--jobs $(JOBS)) $(if $(COMPLEMENTARITY),--complementarity $(COMPLEMENTARITY),--volumes 80000 --name teacher_curve_capacity)
 
 # The performance benchmark's extra (py-spy for the profiles) and the integrations extra (onnxruntime: the
 # serving comparison measures the ONNX exports as well as PyTorch).

@@ -56,7 +56,7 @@ class Point:
     world: int
     profile: str = PROFILE
     batch_epochs: int | None = None  # the batch phase's epochs (None: the profile's)
-    complementarity: float = 0.0  # the world's category x category term (0: the benchmark's world)
+    complementarity: float | None = None  # the world's category x category term (None: the profile's)
     teacher_seed: int | None = None  # another initialization and shuffle (None: the profile's)
 
     @property
@@ -71,7 +71,7 @@ class Point:
         if self.teacher_seed is not None:
             teacher["seed"] = self.teacher_seed
         data: dict[str, Any] = {"impressions_per_day": self.volume}
-        if self.complementarity:
+        if self.complementarity is not None:
             data["category_complementarity"] = self.complementarity
         return deep_merge(world_overrides(self.profile, self.world),
                           {"data": data, "teacher": teacher,
@@ -228,11 +228,12 @@ def _world_term(results: dict[str, Any]) -> str:
     return f" with the category x category term at scale {scale:g}" if scale else ""
 
 
-def _data_seed(profile: str, world: int) -> int:
-    data = load_config(profile, overrides=world_overrides(profile, world)).data
+def _world(point: Point) -> SyntheticWorldConfig:
+    """The synthetic world a point trains on (its seed and category x category term are in the results)."""
+    data = point.config().data
     if not isinstance(data, SyntheticWorldConfig):
-        raise SystemExit(f"profile {profile!r} must be a synthetic world")
-    return data.seed
+        raise SystemExit(f"profile {point.profile!r} must be a synthetic world")
+    return data
 
 
 def main() -> None:
@@ -243,8 +244,9 @@ def main() -> None:
     parser.add_argument("--world", type=int, default=DEFAULT_WORLD)
     parser.add_argument("--profile", default=PROFILE, help="a synthetic-world profile (tests: tiny)")
     parser.add_argument("--batch-epochs", default="", help="extra points: the batch phase's epochs, comma-separated")
-    parser.add_argument("--complementarity", type=float, default=0.0,
-                        help="the world's category x category term (data.category_complementarity; 0: off)")
+    parser.add_argument("--complementarity", type=float, default=None,
+                        help="the world's category x category term (data.category_complementarity; 0: off; "
+                             "default: the profile's)")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--boot", type=int, default=300)
     parser.add_argument("--reference", default=REFERENCE, help="the size the others are paired against")
@@ -263,6 +265,7 @@ def main() -> None:
     epochs = [None, *(int(e) for e in args.batch_epochs.split(",") if e)]
     points = [Point(size, int(v), args.world, args.profile, e, args.complementarity, args.teacher_seed)
               for v in args.volumes.split(",") for size in sizes for e in epochs]
+    world = _world(points[0])  # checked before any training
     state = Path(args.state)
     state.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -275,12 +278,13 @@ def main() -> None:
                "command": "python -m bench.teacher_curve " + " ".join(
                    f"--{k} {v}" for k, v in (("sizes", args.sizes), ("volumes", args.volumes), ("world", args.world),
                                               ("profile", args.profile), ("batch-epochs", args.batch_epochs),
-                                              ("complementarity", args.complementarity or ""),
+                                              ("complementarity", "" if args.complementarity is None
+                                               else f"{args.complementarity:g}"),
                                               ("reference", "" if args.reference == REFERENCE else args.reference),
                                               ("teacher-seed", "" if args.teacher_seed is None else args.teacher_seed),
                                               ("jobs", args.jobs)) if v != ""),
-               "profile": args.profile, "world": _data_seed(args.profile, args.world),
-               "category_complementarity": args.complementarity,
+               "profile": args.profile, "world": world.seed,
+               "category_complementarity": world.category_complementarity,
                "wall_seconds": time.monotonic() - started,
                **summarize(points, files, args.boot, reference=args.reference)}
     out = Path(args.out)

@@ -47,7 +47,10 @@ def test_a_point_on_the_capacity_world_is_another_point() -> None:
     plain, capacity = Point("XS", 2000, 0, "tiny"), Point("XS", 2000, 0, "tiny", complementarity=2.0)
     assert capacity.config().data.category_complementarity == 2.0
     assert plain.config().data.category_complementarity == 0.0
-    assert "category_complementarity" not in plain.overrides()["data"]  # the benchmark's world, unchanged
+    assert "category_complementarity" not in plain.overrides()["data"]  # the profile's world, unchanged
+    # On the benchmark's profile (the term at 3) an explicit 0 is the earlier world, None the profile's.
+    assert Point("XS", 2000, 0, "bench").config().data.category_complementarity == 3.0
+    assert Point("XS", 2000, 0, "bench", complementarity=0.0).config().data.category_complementarity == 0.0
     assert capacity.key() != plain.key()
     reseeded = Point("XS", 2000, 0, "tiny", teacher_seed=5)
     assert reseeded.config().teacher.seed == 5 and reseeded.key() != plain.key()

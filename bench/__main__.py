@@ -24,9 +24,9 @@ from bench.experiments import (
     DEFAULT_WORLDS,
     EXPERIMENTS,
     HEADLINE_EXPERIMENT,
-    QUICK_OVERRIDES,
     Cell,
     Experiment,
+    profile_overrides,
     protocol_of,
     selected,
 )
@@ -122,8 +122,8 @@ def _run(pool: CellPool, experiments: list[Experiment], worlds: list[int], seeds
     from recdistill_dagster.config import deep_merge
 
     def overrides_of(experiment: Experiment, cell: Cell, world: int) -> dict[str, Any]:
-        profile_overrides = QUICK_OVERRIDES.get(experiment.profile, {}) if quick else {}
-        return deep_merge(deep_merge(profile_overrides, cell.overrides), world_overrides(experiment.profile, world))
+        return deep_merge(deep_merge(profile_overrides(experiment, quick), cell.overrides),
+                          world_overrides(experiment.profile, world))
 
     started = time.monotonic()
     for experiment in experiments:

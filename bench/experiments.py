@@ -254,6 +254,11 @@ def selected(only: list[str] | None, quick: bool) -> list[Experiment]:
     return experiments
 
 
+def profile_overrides(experiment: Experiment, quick: bool) -> dict[str, Any]:
+    """What QUICK changes in the experiment's profile (nothing at full size)."""
+    return QUICK_OVERRIDES.get(experiment.profile, {}) if quick else {}
+
+
 def protocol_of(experiment: Experiment, quick: bool) -> dict[str, str]:
     """What an experiment's results were measured on: its profile, resolved with the QUICK overrides when QUICK.
 
@@ -263,8 +268,7 @@ def protocol_of(experiment: Experiment, quick: bool) -> dict[str, str]:
     from bench.runner import digest
     from recdistill_dagster.config import load_config
 
-    overrides = QUICK_OVERRIDES.get(experiment.profile, {}) if quick else {}
-    resolved = load_config(experiment.profile, overrides=overrides).model_dump(mode="json")
+    resolved = load_config(experiment.profile, overrides=profile_overrides(experiment, quick)).model_dump(mode="json")
     return {"profile": experiment.profile, "digest": digest([experiment.profile, resolved])}
 
 

@@ -6,14 +6,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from bench.experiments import EXPERIMENTS, QUICK_OVERRIDES, selected
+from bench.experiments import EXPERIMENTS, profile_overrides, selected
 from recdistill_dagster.config import deep_merge, load_config
 
 
 @pytest.mark.parametrize("quick", [False, True])
 def test_every_cell_is_a_valid_configuration(quick: bool) -> None:
     for experiment in EXPERIMENTS:
-        base = QUICK_OVERRIDES.get(experiment.profile, {}) if quick else {}
+        base = profile_overrides(experiment, quick)
         for cell in experiment.cells:
             load_config(experiment.profile, overrides=deep_merge(base, cell.overrides))
 

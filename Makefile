@@ -111,8 +111,9 @@ mlflow-ui: install  ## the MLflow UI over the SQLite tracking store, one worker,
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server --host 127.0.0.1 --port $(MLFLOW_PORT) \
 		--workers 1 --backend-store-uri sqlite:///$(RECDISTILL_HOME)/mlflow/mlflow.db
 
-# QUICK=1: reduced calendar/volume → bench/results/quick/; ONLY=main,alpha: some experiments; WORLDS=3:
-# independent synthetic worlds (the units of the intervals); SEEDS=1: model seeds per world;
+# QUICK=1: reduced calendar/volume → bench/results/quick/; ONLY=main,alpha: some experiments; WORLDS=2: at
+# most this many independent synthetic worlds per experiment (default: the headline's 5, most others 3);
+# SEEDS=1: model seeds per world;
 # JOBS=2: cells trained in parallel processes (one torch thread each).
 bench-eta: install  ## transferability benchmark through the real asset graph → bench/results/transferability.{md,json}
 	$(PY) -m bench $(if $(QUICK),--quick) $(if $(ONLY),--only $(ONLY)) $(if $(WORLDS),--worlds $(WORLDS)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(JOBS),--jobs $(JOBS))

@@ -1,4 +1,4 @@
-"""Transferability benchmark: `python -m bench [--quick] [--only main,alpha] [--worlds 3] [--seeds 1]`.
+"""Transferability benchmark: `python -m bench [--quick] [--only main,alpha] [--worlds N] [--seeds 1]`.
 
 Runs every cell of the selected experiments through the real asset graph (Dagster,
 `execute_in_process` per partition; see bench/runner.py) for each seed, then writes
@@ -21,7 +21,6 @@ from typing import Any
 from bench.experiments import (
     BY_NAME,
     DEFAULT_SEEDS,
-    DEFAULT_WORLDS,
     EXPERIMENTS,
     HEADLINE_EXPERIMENT,
     Cell,
@@ -55,8 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="reduced calendar and volume (minutes)")
     parser.add_argument("--only", default="", help="comma-separated experiment names "
                         f"({', '.join(e.name for e in EXPERIMENTS)})")
-    parser.add_argument("--worlds", type=int, default=DEFAULT_WORLDS,
-                        help="independent synthetic worlds (data seeds) per cell: the units of the intervals")
+    parser.add_argument("--worlds", type=int, default=None,
+                        help="at most this many independent synthetic worlds (data seeds, the units of the "
+                             "intervals) per experiment (default: each experiment's own; the headline's 5, most 3)")
     parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
                         help="model seeds per world (they score the same rows)")
     parser.add_argument("--out", default=None, help="results folder (default bench/results[/quick])")
@@ -74,7 +74,6 @@ def main(argv: list[str] | None = None) -> int:
     only = [n for n in args.only.split(",") if n]
     experiments = selected(only, quick)
     seeds = list(range(args.seeds))
-    worlds = list(range(args.worlds))
 
     previous: dict[str, Any] = {}
     if (out / "transferability.json").exists():
@@ -86,13 +85,13 @@ def main(argv: list[str] | None = None) -> int:
         "quick": quick,
         "machine": _machine(),
         "seeds": seeds,
-        "worlds": worlds,
+        "worlds": {e.name: _n_worlds(e, args.worlds) for e in experiments},
         "headline": previous.get("headline"),
         "experiments": _comparable(previous.get("experiments", {}), quick),
     }
     pool = CellPool(state, jobs=max(1, args.jobs), log=_log)
     try:
-        _run(pool, experiments, worlds, seeds, quick, args.boot, results, out)
+        _run(pool, experiments, args.worlds, seeds, quick, args.boot, results, out)
     except BaseException:
         pool.close(cancel=True)
         raise
@@ -108,15 +107,18 @@ def _comparable(experiments: dict[str, Any], quick: bool) -> dict[str, Any]:
             if name in BY_NAME and experiment.get("protocol") == protocol_of(BY_NAME[name], quick)}
 
 
-def _replicates(experiment: Experiment, worlds: list[int], seeds: list[int]) -> list[tuple[int, int]]:
-    """(world, model seed) pairs of an experiment: every cell of it runs on the same ones (so cells pair)."""
-    n = n_worlds(experiment.profile, len(worlds))
-    if experiment.max_worlds is not None:
-        n = min(n, experiment.max_worlds)
-    return [(w, s) for w in worlds[:n] for s in seeds]
+def _n_worlds(experiment: Experiment, cap: int | None) -> int:
+    """The experiment's own number of worlds, at most `cap` (--worlds), 1 on a real dataset."""
+    return n_worlds(experiment.profile, experiment.worlds if cap is None else min(cap, experiment.worlds))
 
 
-def _run(pool: CellPool, experiments: list[Experiment], worlds: list[int], seeds: list[int], quick: bool,
+def _replicates(experiment: Experiment, cap: int | None, seeds: list[int]) -> list[tuple[int, int]]:
+    """(world, model seed) pairs of an experiment: every cell of it runs on the same ones (so cells pair), and
+    world k is the same world in every experiment (cells shared between experiments are trained once)."""
+    return [(w, s) for w in range(_n_worlds(experiment, cap)) for s in seeds]
+
+
+def _run(pool: CellPool, experiments: list[Experiment], cap: int | None, seeds: list[int], quick: bool,
          boot: int | None, results: dict[str, Any], out: Path) -> None:
     from bench.aggregate import summarize_experiment
     from recdistill_dagster.config import deep_merge
@@ -128,7 +130,7 @@ def _run(pool: CellPool, experiments: list[Experiment], worlds: list[int], seeds
     started = time.monotonic()
     for experiment in experiments:
         for cell in experiment.cells:
-            for world, seed in _replicates(experiment, worlds, seeds):
+            for world, seed in _replicates(experiment, cap, seeds):
                 pool.submit(cell.name, experiment.profile, overrides_of(experiment, cell, world), seed,
                             is_default=not cell.overrides)
     pool.start()
@@ -136,7 +138,7 @@ def _run(pool: CellPool, experiments: list[Experiment], worlds: list[int], seeds
         _log(f"experiment {experiment.name}: {experiment.title}")
         t0 = time.monotonic()
         runs = {cell.name: [pool.result(experiment.profile, overrides_of(experiment, cell, world), seed)
-                            for world, seed in _replicates(experiment, worlds, seeds)]
+                            for world, seed in _replicates(experiment, cap, seeds)]
                 for cell in experiment.cells}
         summary = summarize_experiment(experiment, runs, n_boot=boot)
         for cell in summary["cells"]:

@@ -198,6 +198,25 @@ def test_world_overrides_reseed_the_synthetic_world_only() -> None:
         world_overrides("movielens", 1)
 
 
+def test_each_experiment_runs_on_its_own_worlds_capped_by_the_command_line() -> None:
+    from bench.__main__ import _replicates
+    from bench.experiments import BY_NAME, DEFAULT_WORLDS, HEADLINE_WORLDS, QUICK_WORLDS, selected
+
+    def worlds_of(name: str, cap: int | None = None, quick: bool = False) -> list[int]:
+        (experiment,) = selected([name], quick)
+        return sorted({w for w, _ in _replicates(experiment, cap, seeds=[0, 1])})
+
+    assert HEADLINE_WORLDS > DEFAULT_WORLDS
+    assert worlds_of("main") == list(range(HEADLINE_WORLDS))
+    # The paired experiments run on the headline's first worlds, so their shared cells are the headline's.
+    assert worlds_of("recipe") == list(range(DEFAULT_WORLDS))
+    assert worlds_of("main", quick=True) == list(range(QUICK_WORLDS))
+    assert worlds_of("main", cap=2) == worlds_of("recipe", cap=2) == [0, 1]
+    assert worlds_of("teacher", cap=3) == [0] and BY_NAME["teacher"].worlds == 1
+    assert worlds_of("movielens") == [0]  # a fixed dataset has one world
+    assert _replicates(BY_NAME["main"], 1, seeds=[0, 1]) == [(0, 0), (0, 1)]
+
+
 def test_pool_runs_each_configuration_once_after_what_it_links(tmp_path: Path) -> None:
     from bench.pool import DEFAULT_CELL, OWN_TEACHER_CELL, STREAMS, CellPool
 

@@ -128,9 +128,10 @@ def _run(pool: CellPool, experiments: list[Experiment], cap: int | None, seeds: 
                           world_overrides(experiment.profile, world))
 
     started = time.monotonic()
+    replicates = {experiment.name: _replicates(experiment, cap, seeds) for experiment in experiments}
     for experiment in experiments:
         for cell in experiment.cells:
-            for world, seed in _replicates(experiment, cap, seeds):
+            for world, seed in replicates[experiment.name]:
                 pool.submit(cell.name, experiment.profile, overrides_of(experiment, cell, world), seed,
                             is_default=not cell.overrides)
     pool.start()
@@ -138,7 +139,7 @@ def _run(pool: CellPool, experiments: list[Experiment], cap: int | None, seeds: 
         _log(f"experiment {experiment.name}: {experiment.title}")
         t0 = time.monotonic()
         runs = {cell.name: [pool.result(experiment.profile, overrides_of(experiment, cell, world), seed)
-                            for world, seed in _replicates(experiment, cap, seeds)]
+                            for world, seed in replicates[experiment.name]]
                 for cell in experiment.cells}
         summary = summarize_experiment(experiment, runs, n_boot=boot)
         for cell in summary["cells"]:
